@@ -1,0 +1,47 @@
+"""spanmeter: OpenTelemetry spans from AI agents in, Prometheus metrics out.
+
+    import spanmeter
+    spanmeter.configure(service_name="support-bot")
+    with spanmeter.agent_run("support", conversation_id=cid):
+        with spanmeter.model_call("gpt-4o", provider="openai") as call:
+            call.record_usage(input_tokens=1200, output_tokens=300)
+        with spanmeter.tool_call("search_orders"):
+            ...
+"""
+
+__version__ = "0.1.0"
+
+from spanmeter.catalog import METRICS, MetricSpec  # noqa: E402
+from spanmeter.config import (  # noqa: E402
+    ConfigurationError,
+    Spanmeter,
+    configure,
+    current,
+    record_conversation,
+    record_quality,
+    setup,
+    shutdown,
+)
+from spanmeter.emit import AgentRun, ModelCall, ToolCall, agent_run, model_call, tool_call  # noqa: E402
+from spanmeter.processor import SpanmeterProcessor  # noqa: E402
+
+__all__ = [
+    "METRICS",
+    "AgentRun",
+    "ConfigurationError",
+    "MetricSpec",
+    "ModelCall",
+    "Spanmeter",
+    "SpanmeterProcessor",
+    "ToolCall",
+    "__version__",
+    "agent_run",
+    "configure",
+    "current",
+    "model_call",
+    "record_conversation",
+    "record_quality",
+    "setup",
+    "shutdown",
+    "tool_call",
+]

@@ -1,0 +1,463 @@
+"""Pre-aggregated metric state and its projection onto OpenTelemetry metric data.
+
+The processor updates plain Python numbers here (a dictionary lookup and a few
+additions per span); at collection time :func:`produce` turns a snapshot of them into
+the SDK's public metric data classes (``Metric``, ``Sum``, ``Histogram``, ``Gauge``),
+which any metric reader exports. This is what the OpenTelemetry specification calls a
+metric producer: one OpenTelemetry instrument call per metric per span would cost
+twice the span itself (``../shared/docs/reference.md`` section 6).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import weakref
+from bisect import bisect_left
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    Sum,
+)
+
+from spanmeter import catalog
+from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, TABLES, MetricSpec
+from spanmeter.conventions import TOKEN_TYPES, UNKNOWN, coerce_label
+
+OTHER = "other"
+
+#: Distinct values each label dimension may take before new ones collapse into
+#: ``other``. Override per dimension with ``configure(label_limits={...})``.
+DEFAULT_LABEL_LIMITS: dict[str, int] = {
+    "agent": 100,
+    "model": 200,
+    "tool": 500,
+    "provider": 50,
+    "operation": 30,
+    "error_type": 100,
+    "tool_type": 30,
+    "metric_type": 50,
+}
+# Dimensions whose values come from spans or from the application, and the guard
+# (limit) that admits them; response models share the model guard.
+_GUARD_OF_DIM = {
+    "agent": "agent",
+    "model": "model",
+    "response_model": "model",
+    "tool": "tool",
+    "provider": "provider",
+    "operation": "operation",
+    "error_type": "error_type",
+    "tool_type": "tool_type",
+    "metric_type": "metric_type",
+}
+# Dimensions that must have a value (``unknown`` when the span has none); the others
+# are left out of a data point when absent (``error.type`` on success, for example).
+_OPTIONAL_DIMS = {"response_model", "error_type", "tool_type"}
+# Raw attribute tuples remembered per table for the fast path; beyond this the slow
+# path (sanitise, look up) runs for new tuples, so memory stays bounded.
+_RAW_CACHE_LIMIT = 20_000
+
+
+class Hist:
+    """Counts of observations on fixed bounds, with sum, min and max."""
+
+    __slots__ = ("bounds", "counts", "total", "min", "max")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def snapshot(self) -> tuple[list[int], float, float, float]:
+        return list(self.counts), self.total, self.min, self.max
+
+
+def _hist(table: str, field: str) -> Hist:
+    return Hist(_BOUNDS[table, field])
+
+
+_BOUNDS = {
+    (m.table, m.field): catalog.field_bounds(m.table, m.field) for m in METRICS if m.kind == HISTOGRAM
+}
+
+
+class ModelSeries:
+    """One (agent, model, provider, operation, response model, error type) combination."""
+
+    __slots__ = ("dims", "count", "duration", "tokens", "token_input", "token_output", "cost")
+
+    def __init__(self, dims):
+        self.dims = dims
+        self.count = 0
+        self.duration = _hist("model", "duration")
+        self.tokens = [0] * len(TOKEN_TYPES)
+        self.token_input = _hist("model", "token_usage")
+        self.token_output = _hist("model", "token_usage")
+        self.cost = 0.0
+
+    def snapshot(self, now: float) -> dict:
+        return {
+            "count": self.count,
+            "duration": self.duration.snapshot(),
+            "tokens": list(self.tokens),
+            "token_usage": (self.token_input.snapshot(), self.token_output.snapshot()),
+            "cost": self.cost,
+        }
+
+
+class ToolSeries:
+    __slots__ = ("dims", "count", "duration")
+
+    def __init__(self, dims):
+        self.dims = dims
+        self.count = 0
+        self.duration = _hist("tool", "duration")
+
+    def snapshot(self, now: float) -> dict:
+        return {"count": self.count, "duration": self.duration.snapshot()}
+
+
+class AgentSeries:
+    __slots__ = ("dims", "count", "duration", "inference_calls", "tool_calls", "tokens")
+
+    def __init__(self, dims):
+        self.dims = dims
+        self.count = 0
+        self.duration = _hist("agent", "duration")
+        self.inference_calls = _hist("agent", "inference_calls")
+        self.tool_calls = _hist("agent", "tool_calls")
+        self.tokens = _hist("agent", "tokens")
+
+    def snapshot(self, now: float) -> dict:
+        return {
+            "count": self.count,
+            "duration": self.duration.snapshot(),
+            "inference_calls": self.inference_calls.snapshot(),
+            "tool_calls": self.tool_calls.snapshot(),
+            "tokens": self.tokens.snapshot(),
+        }
+
+
+class RollingWindow:
+    """Sum and count of the values added over the last ``seconds``, in fixed slots.
+
+    Memory is constant (``slots`` numbers); a value leaves the window up to one slot
+    width late.
+    """
+
+    __slots__ = ("width", "sums", "counts", "epochs")
+
+    def __init__(self, seconds: float, slots: int = 60):
+        self.width = seconds / slots
+        self.sums = [0.0] * slots
+        self.counts = [0] * slots
+        self.epochs = [-1] * slots
+
+    def add(self, value: float, now: float) -> None:
+        epoch = int(now // self.width)
+        i = epoch % len(self.sums)
+        if self.epochs[i] != epoch:
+            self.epochs[i] = epoch
+            self.sums[i] = 0.0
+            self.counts[i] = 0
+        self.sums[i] += value
+        self.counts[i] += 1
+
+    def mean(self, now: float) -> float | None:
+        oldest = int(now // self.width) - len(self.sums)
+        total, n = 0.0, 0
+        for epoch, s, c in zip(self.epochs, self.sums, self.counts):
+            if epoch > oldest:
+                total += s
+                n += c
+        return total / n if n else None
+
+
+class ConversationSeries:
+    __slots__ = ("dims", "turns", "conversations", "escalations", "window")
+
+    def __init__(self, dims, window_seconds: float):
+        self.dims = dims
+        self.turns = _hist("conversation", "turns")
+        self.conversations = 0
+        self.escalations = 0
+        self.window = RollingWindow(window_seconds)
+
+    def snapshot(self, now: float) -> dict:
+        return {
+            "turns": self.turns.snapshot(),
+            "conversations": self.conversations,
+            "escalations": self.escalations,
+            "escalation_rate": self.window.mean(now),
+        }
+
+
+class QualitySeries:
+    __slots__ = ("dims", "window")
+
+    def __init__(self, dims, window_seconds: float):
+        self.dims = dims
+        self.window = RollingWindow(window_seconds)
+
+    def snapshot(self, now: float) -> dict:
+        return {"score": self.window.mean(now)}
+
+
+class CountSeries:
+    __slots__ = ("dims", "count")
+
+    def __init__(self, dims):
+        self.dims = dims
+        self.count = 0
+
+    def snapshot(self, now: float) -> dict:
+        return {"count": self.count}
+
+
+class LabelGuard:
+    """Turns raw attribute values of one label into bounded, valid label values."""
+
+    __slots__ = ("name", "limit", "values", "known")
+
+    def __init__(self, name: str, limit: int):
+        self.name = name
+        self.limit = limit
+        self.values: set[str] = set()
+        self.known: dict = {}  # raw str -> label, only for admitted values
+
+    def admit(self, raw, state: State) -> str:
+        """The label for ``raw``; the caller holds ``state.lock``."""
+        if raw.__class__ is str:
+            label = self.known.get(raw)
+            if label is not None:
+                return label
+        label, reason = coerce_label(raw)
+        if reason is not None:
+            state.count_locked("drops", (self.name, reason))
+        if label not in self.values:
+            if len(self.values) >= self.limit:
+                state.count_locked("overflow", (self.name,))
+                return OTHER
+            self.values.add(label)
+        if raw.__class__ is str and len(self.known) < _RAW_CACHE_LIMIT:
+            self.known[raw] = label
+        return label
+
+
+class Table:
+    """Series of one kind, keyed by their sanitised dimension values."""
+
+    __slots__ = ("name", "dims", "factory", "series", "by_raw")
+
+    def __init__(self, name: str, factory):
+        self.name = name
+        self.dims = TABLES[name]
+        self.factory = factory
+        self.series: dict[tuple, object] = {}
+        self.by_raw: dict[tuple, object] = {}  # raw attribute tuple -> series (fast path)
+
+
+class State:
+    """Everything the processor has aggregated, behind one lock.
+
+    Methods ending in ``_locked`` expect the caller to hold :attr:`lock`.
+    """
+
+    def __init__(
+        self,
+        *,
+        label_limits: dict[str, int] | None = None,
+        quality_window: float = 3600.0,
+        escalation_window: float = 3600.0,
+    ):
+        limits = dict(DEFAULT_LABEL_LIMITS)
+        limits.update(label_limits or {})
+        self._limits = limits
+        self.quality_window = quality_window
+        self.escalation_window = escalation_window
+        self._reset()
+        # A forked child must not inherit a lock held by another thread of the parent,
+        # nor report the parent's counts a second time.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._reset())
+
+    def _reset(self) -> None:
+        self.lock = threading.Lock()
+        self.start_ns = time.time_ns()
+        self.guards = {name: LabelGuard(name, limit) for name, limit in self._limits.items()}
+        qw, ew = self.quality_window, self.escalation_window
+        self.tables = {
+            "model": Table("model", ModelSeries),
+            "tool": Table("tool", ToolSeries),
+            "agent": Table("agent", AgentSeries),
+            "conversation": Table("conversation", lambda d: ConversationSeries(d, ew)),
+            "quality": Table("quality", lambda d: QualitySeries(d, qw)),
+            "spans": Table("spans", CountSeries),
+            "drops": Table("drops", CountSeries),
+            "overflow": Table("overflow", CountSeries),
+            "faults": Table("faults", CountSeries),
+            "evictions": Table("evictions", CountSeries),
+        }
+        # Zero-valued health series exist from the start so alerts on them can fire.
+        self.count_locked("faults", (), 0)
+        self.count_locked("evictions", (), 0)
+        for kind in ("agent", "inference", "tool"):
+            self.count_locked("spans", (kind,), 0)
+
+    # --- series lookup ---------------------------------------------------------------
+    def series_locked(self, table: Table, raw: tuple):
+        """The series for a tuple of raw attribute values, created when new."""
+        labels = []
+        cacheable = True
+        for dim, value in zip(table.dims, raw):
+            guard = _GUARD_OF_DIM.get(dim)
+            if value is None:
+                label = None if dim in _OPTIONAL_DIMS else UNKNOWN
+            elif guard is None:
+                label = value  # set by spanmeter itself (status, kind, reason ...)
+            else:
+                label = self.guards[guard].admit(value, self)
+                cacheable = cacheable and label != OTHER and value.__class__ is str
+            labels.append(label)
+        key = tuple(labels)
+        series = table.series.get(key)
+        if series is None:
+            series = table.series[key] = table.factory(key)
+        if cacheable and len(table.by_raw) < _RAW_CACHE_LIMIT:
+            try:
+                table.by_raw[raw] = series
+            except TypeError:  # an unhashable value; the slow path serves it each time
+                pass
+        return series
+
+    def count_locked(self, table: str, dims: tuple, n: int = 1) -> None:
+        t = self.tables[table]
+        series = t.series.get(dims)
+        if series is None:
+            series = t.series[dims] = CountSeries(dims)
+        series.count += n
+
+    def count(self, table: str, dims: tuple, n: int = 1) -> None:
+        with self.lock:
+            self.count_locked(table, dims, n)
+
+    # --- collection -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, list[tuple[tuple, dict]]]:
+        now = time.monotonic()
+        with self.lock:
+            return {
+                name: [(s.dims, s.snapshot(now)) for s in t.series.values()]
+                for name, t in self.tables.items()
+            }
+
+
+def _projection(spec: MetricSpec) -> list[tuple[int, int]]:
+    """For each bucket of ``spec`` (and +Inf), the range of union-bound slots it sums."""
+    union = catalog.field_bounds(spec.table, spec.field)
+    ranges, start = [], 0
+    for bound in spec.buckets:
+        end = union.index(bound) + 1
+        ranges.append((start, end))
+        start = end
+    ranges.append((start, len(union) + 1))
+    return ranges
+
+
+_PROJECTIONS = {m.name: _projection(m) for m in METRICS if m.kind == HISTOGRAM}
+
+
+def _merge_hist(acc, snap, ranges):
+    counts, total, lo, hi = snap
+    projected = [sum(counts[a:b]) for a, b in ranges]
+    if acc is None:
+        return [projected, total, lo, hi]
+    acc[0] = [x + y for x, y in zip(acc[0], projected)]
+    acc[1] += total
+    acc[2] = min(acc[2], lo)
+    acc[3] = max(acc[3], hi)
+    return acc
+
+
+def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Metric]:
+    """OpenTelemetry metric data for every metric of the catalogue, cumulative."""
+    snap = state.snapshot()
+    start, now = state.start_ns, time.time_ns()
+    out = []
+    for spec in metrics:
+        rows = snap[spec.table]
+        if not rows:
+            continue
+        dims = TABLES[spec.table]
+        index = [dims.index(dim) for _, dim in spec.labels]
+        keys = [key for key, _ in spec.labels]
+        fan = spec.fan_out[1] if spec.fan_out else (None,)
+        groups: dict[tuple, list] = {}
+        for row_dims, fields in rows:
+            value = fields[spec.field]
+            if value is None:
+                continue
+            group = tuple(row_dims[i] for i in index)
+            acc = groups.get(group)
+            if spec.kind == HISTOGRAM:
+                ranges = _PROJECTIONS[spec.name]
+                if spec.fan_out:
+                    acc = acc or [None] * len(fan)
+                    groups[group] = [_merge_hist(a, v, ranges) for a, v in zip(acc, value)]
+                else:
+                    groups[group] = [_merge_hist(acc[0] if acc else None, value, ranges)]
+            elif spec.fan_out:
+                groups[group] = [a + v for a, v in zip(acc or [0] * len(fan), value)]
+            else:
+                groups[group] = [(acc[0] if acc else 0) + value]
+        points = []
+        for group, values in groups.items():
+            base = {k: v for k, v in zip(keys, group) if v is not None}
+            for fan_value, value in zip(fan, values):
+                attributes = dict(base)
+                if spec.fan_out:
+                    attributes[spec.fan_out[0]] = fan_value
+                points.append(_point(spec, attributes, value, start, now))
+        points = [p for p in points if p is not None]
+        if points:
+            out.append(Metric(name=spec.name, description=spec.help, unit=spec.unit, data=_data(spec, points)))
+    return out
+
+
+def _point(spec, attributes, value, start, now):
+    if spec.kind == HISTOGRAM:
+        counts, total, lo, hi = value
+        n = sum(counts)
+        if n == 0 and spec.fan_out:
+            return None  # e.g. no output-token observation in this series
+        return HistogramDataPoint(
+            attributes=attributes, start_time_unix_nano=start, time_unix_nano=now,
+            count=n, sum=total, bucket_counts=counts, explicit_bounds=spec.buckets,
+            min=lo if n else 0.0, max=hi if n else 0.0,
+        )  # fmt: skip
+    return NumberDataPoint(attributes=attributes, start_time_unix_nano=start, time_unix_nano=now, value=value)
+
+
+def _data(spec, points):
+    if spec.kind == COUNTER:
+        return Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=True)
+    if spec.kind == GAUGE:
+        return Gauge(data_points=points)
+    return Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)

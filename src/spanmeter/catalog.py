@@ -1,0 +1,266 @@
+"""The metrics catalogue: the single source of every metric spanmeter exports.
+
+Each :class:`MetricSpec` gives the OpenTelemetry name, type, unit, labels, buckets and
+help of one metric, and where its values come from (a table of the aggregation state
+and a field of its series). The processor, the exporter, the README table and the
+dashboards are generated from or checked against this module.
+
+Names follow the reference article (``agent_*``, ``model_*``) so that the names
+Prometheus exposes are exactly the article's; the GenAI convention metrics
+(``gen_ai.*``) follow the OpenTelemetry GenAI semantic conventions
+(https://github.com/open-telemetry/semantic-conventions-genai, docs/gen-ai/gen-ai-metrics.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from spanmeter.conventions import TOKEN_TYPES
+
+COUNTER = "counter"
+HISTOGRAM = "histogram"
+GAUGE = "gauge"
+
+# --- tables of the aggregation state and their dimensions -----------------------------
+#: table name -> the dimensions (in key order) of its series.
+TABLES: dict[str, tuple[str, ...]] = {
+    "model": ("agent", "model", "provider", "operation", "response_model", "error_type"),
+    "tool": ("agent", "tool", "tool_type", "status", "error_type"),
+    "agent": ("agent", "status", "error_type"),
+    "conversation": ("agent",),
+    "quality": ("agent", "metric_type"),
+    "spans": ("kind",),
+    "drops": ("field", "reason"),
+    "overflow": ("label",),
+    "faults": (),
+    "evictions": (),
+}
+
+# --- buckets ---------------------------------------------------------------------------
+# The reference article's buckets.
+AGENT_REQUEST_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 30.0, 60.0)
+MODEL_INFERENCE_BUCKETS = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+TOOL_CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+CONVERSATION_TURN_BUCKETS = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+
+
+def _decimal(bounds) -> tuple[float, ...]:
+    # 0.01 * 2**3 is 0.08000000000000002 in binary; keep the decimal the spec writes.
+    return tuple(float(f"{b:.10g}") for b in bounds)
+
+
+# GenAI semantic conventions' ExplicitBucketBoundaries.
+GENAI_DURATION_BUCKETS = _decimal(0.01 * 2**i for i in range(14))  # 0.01 .. 81.92
+GENAI_AGENT_DURATION_BUCKETS = _decimal(0.1 * 2**i for i in range(13))  # 0.1 .. 409.6
+GENAI_TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
+# spanmeter's per-run distributions.
+INFERENCE_CALLS_PER_RUN_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0)
+TOOL_CALLS_PER_RUN_BUCKETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0)
+TOKENS_PER_RUN_BUCKETS = (
+    100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric.
+
+    ``labels`` pairs each exported attribute key with the table dimension it reads;
+    ``fan_out`` adds one more label whose values index the field (token types).
+    """
+
+    name: str
+    kind: str
+    unit: str
+    help: str
+    table: str
+    field: str
+    labels: tuple[tuple[str, str], ...]
+    buckets: tuple[float, ...] = ()
+    fan_out: tuple[str, tuple[str, ...]] | None = None
+    family: str = "article"
+
+    @property
+    def exposed_name(self) -> str:
+        return prometheus_name(self.name, self.unit, self.kind)
+
+    @property
+    def exposed_labels(self) -> tuple[str, ...]:
+        keys = [key for key, _ in self.labels]
+        if self.fan_out:
+            keys.append(self.fan_out[0])
+        return tuple(_sanitize_label(k) for k in keys)
+
+
+_A = ("agent_name", "agent")
+_M = ("model_id", "model")
+_GENAI_MODEL_LABELS = (
+    ("gen_ai.operation.name", "operation"),
+    ("gen_ai.provider.name", "provider"),
+    ("gen_ai.request.model", "model"),
+    ("gen_ai.response.model", "response_model"),
+    ("error.type", "error_type"),
+)
+
+METRICS: tuple[MetricSpec, ...] = (
+    # --- agent runs (the article's request-level metrics) ---
+    MetricSpec("agent_requests", COUNTER, "{request}",
+               "Agent runs by outcome (success, error, timeout).",
+               "agent", "count", (_A, ("status", "status"))),
+    MetricSpec("agent_request_duration", HISTOGRAM, "s",
+               "Duration of an agent run, including all model and tool calls.",
+               "agent", "duration", (_A,), AGENT_REQUEST_BUCKETS),
+    MetricSpec("agent_inference_calls_per_run", HISTOGRAM, "{call}",
+               "Model inference calls made by one agent run (LLM round trips).",
+               "agent", "inference_calls", (_A,), INFERENCE_CALLS_PER_RUN_BUCKETS),
+    MetricSpec("agent_tool_calls_per_run", HISTOGRAM, "{call}",
+               "Tool calls made by one agent run.",
+               "agent", "tool_calls", (_A,), TOOL_CALLS_PER_RUN_BUCKETS),
+    MetricSpec("agent_tokens_per_run", HISTOGRAM, "{token}",
+               "Input plus output tokens used by one agent run.",
+               "agent", "tokens", (_A,), TOKENS_PER_RUN_BUCKETS),
+    # --- model inference ---
+    MetricSpec("model_inference_duration", HISTOGRAM, "s",
+               "Duration of a model inference call (excludes tool execution).",
+               "model", "duration", (_A, _M), MODEL_INFERENCE_BUCKETS),
+    MetricSpec("model_inference_calls", COUNTER, "{call}",
+               "Model inference calls.",
+               "model", "count", (_A, _M)),
+    MetricSpec("agent_token_usage", COUNTER, "{token}",
+               "Tokens used, by type: input (includes cache reads and writes), output "
+               "(includes reasoning), cache_read, cache_write, reasoning.",
+               "model", "tokens", (_A, _M), fan_out=("token_type", TOKEN_TYPES)),
+    # --- tools ---
+    MetricSpec("agent_tool_calls", COUNTER, "{call}",
+               "Tool calls by outcome (success, error, timeout).",
+               "tool", "count", (_A, ("tool_name", "tool"), ("status", "status"))),
+    MetricSpec("agent_tool_call_duration", HISTOGRAM, "s",
+               "Duration of a tool call.",
+               "tool", "duration", (_A, ("tool_name", "tool")), TOOL_CALL_BUCKETS),
+    # --- quality and conversations ---
+    MetricSpec("agent_quality_score", GAUGE, "1",
+               "Rolling average of evaluation scores (0..1) over the quality window.",
+               "quality", "score", (_A, ("metric_type", "metric_type"))),
+    MetricSpec("agent_conversation_turns", HISTOGRAM, "{turn}",
+               "Turns per finished conversation.",
+               "conversation", "turns", (_A,), CONVERSATION_TURN_BUCKETS),
+    MetricSpec("agent_conversations", COUNTER, "{conversation}",
+               "Finished conversations.",
+               "conversation", "conversations", (_A,)),
+    MetricSpec("agent_escalations", COUNTER, "{conversation}",
+               "Finished conversations that were escalated to a human.",
+               "conversation", "escalations", (_A,)),
+    MetricSpec("agent_escalation_rate", GAUGE, "1",
+               "Share (0..1) of conversations escalated to a human over the escalation "
+               "window, computed in this process; prefer rate(agent_escalations_total) / "
+               "rate(agent_conversations_total) in PromQL.",
+               "conversation", "escalation_rate", (_A,)),
+    # --- OpenTelemetry GenAI semantic convention metrics ---
+    MetricSpec("gen_ai.client.operation.duration", HISTOGRAM, "s",
+               "GenAI operation duration.",
+               "model", "duration", _GENAI_MODEL_LABELS, GENAI_DURATION_BUCKETS,
+               family="genai"),
+    MetricSpec("gen_ai.client.token.usage", HISTOGRAM, "{token}",
+               "Number of input and output tokens used.",
+               "model", "token_usage", _GENAI_MODEL_LABELS[:4], GENAI_TOKEN_BUCKETS,
+               fan_out=("gen_ai.token.type", ("input", "output")), family="genai"),
+    MetricSpec("gen_ai.invoke_agent.duration", HISTOGRAM, "s",
+               "The end-to-end duration of a single agent invocation.",
+               "agent", "duration", (("gen_ai.agent.name", "agent"), ("error.type", "error_type")),
+               GENAI_AGENT_DURATION_BUCKETS, family="genai"),
+    MetricSpec("gen_ai.execute_tool.duration", HISTOGRAM, "s",
+               "The duration of a single tool execution.",
+               "tool", "duration",
+               (("gen_ai.tool.name", "tool"), ("gen_ai.tool.type", "tool_type"),
+                ("gen_ai.agent.name", "agent"), ("error.type", "error_type")),
+               GENAI_DURATION_BUCKETS, family="genai"),
+    # --- spanmeter's own health ---
+    MetricSpec("spanmeter_spans", COUNTER, "{span}",
+               "Spans turned into metrics, by kind (agent, inference, tool).",
+               "spans", "count", (("kind", "kind"),), family="self"),
+    MetricSpec("spanmeter_dropped_values", COUNTER, "{value}",
+               "Attribute values the processor could not use as they were, by field and "
+               "reason (see spanmeter.conventions).",
+               "drops", "count", (("field", "field"), ("reason", "reason")), family="self"),
+    MetricSpec("spanmeter_label_overflow", COUNTER, "{value}",
+               "Label values collapsed into 'other' because the label's limit of distinct "
+               "values was reached.",
+               "overflow", "count", (("label", "label"),), family="self"),
+    MetricSpec("spanmeter_processor_errors", COUNTER, "{error}",
+               "Unexpected exceptions caught inside spanmeter (never raised into the app).",
+               "faults", "count", (), family="self"),
+    MetricSpec("spanmeter_open_spans_evicted", COUNTER, "{span}",
+               "Open spans forgotten because too many were open at once (runs that never end).",
+               "evictions", "count", (), family="self"),
+)  # fmt: skip
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+
+
+def field_bounds(table: str, field: str) -> tuple[float, ...]:
+    """Union of the buckets of every histogram reading ``table.field``, sorted.
+
+    The processor counts each observation once on these bounds; each metric's own
+    buckets are a subset, projected at collection time.
+    """
+    bounds: set[float] = set()
+    for m in METRICS:
+        if m.table == table and m.field == field and m.kind == HISTOGRAM:
+            bounds.update(m.buckets)
+    return tuple(sorted(bounds))
+
+
+# --- Prometheus names (the mapping the OpenTelemetry Prometheus exporter applies) -----
+_NAME_RE = re.compile(r"[^a-zA-Z0-9:]+")
+_LABEL_RE = re.compile(r"[^a-zA-Z0-9]+")
+_UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "", "%": "percent"}
+
+
+def _sanitize_label(key: str) -> str:
+    return _LABEL_RE.sub("_", key)
+
+
+def prometheus_unit(unit: str) -> str:
+    unit = re.sub(r"{.*}", "", unit)
+    return _UNITS.get(unit, _NAME_RE.sub("_", unit).strip("_"))
+
+
+def prometheus_name(name: str, unit: str, kind: str) -> str:
+    """The metric name Prometheus shows for an OpenTelemetry metric."""
+    name = _NAME_RE.sub("_", name)
+    suffix = prometheus_unit(unit)
+    if suffix and not name.endswith("_" + suffix):
+        name += "_" + suffix
+    if kind == COUNTER and not name.endswith("_total"):
+        name += "_total"
+    return name
+
+
+# --- README table -----------------------------------------------------------------------
+TABLE_START = "<!-- metrics-table:start (generated by `spanmeter catalog --update README.md`; do not edit) -->"
+TABLE_END = "<!-- metrics-table:end -->"
+
+
+def _fmt_bound(b: float) -> str:
+    return f"{b:g}"
+
+
+def markdown_table() -> str:
+    """The metric table of the README, generated from :data:`METRICS`."""
+    rows = [
+        "| metric (as Prometheus shows it) | type | labels | buckets | description |",
+        "|---|---|---|---|---|",
+    ]
+    for m in METRICS:
+        labels = ", ".join(f"`{k}`" for k in m.exposed_labels) or "-"
+        buckets = ", ".join(_fmt_bound(b) for b in m.buckets) or "-"
+        rows.append(f"| `{m.exposed_name}` | {m.kind} | {labels} | {buckets} | {m.help} |")
+    return "\n".join(rows)
+
+
+def update_readme(text: str) -> str:
+    """``text`` with the part between the table markers replaced by a fresh table."""
+    start = text.index(TABLE_START) + len(TABLE_START)
+    end = text.index(TABLE_END)
+    return text[:start] + "\n" + markdown_table() + "\n" + text[end:]

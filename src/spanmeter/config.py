@@ -1,0 +1,302 @@
+"""Set-up: one call wires the span processor, a meter provider with the Prometheus
+reader, and the ``/metrics`` HTTP endpoint.
+
+Precedence for every setting: constructor argument, then environment variable, then
+default. Settings:
+
+- service name: ``service_name`` > ``OTEL_SERVICE_NAME`` (read by the SDK's
+  ``Resource.create``) > ``unknown_service``;
+- endpoint: ``host``/``port`` > ``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT`` >
+  ``127.0.0.1:9464``. The default host is loopback, not the exporter's ``localhost``:
+  expose the endpoint beyond this machine only by asking for it.
+
+:func:`setup` builds a :class:`Spanmeter` and touches no global state (tests use it
+with their own providers and registry); :func:`configure` is the once-per-process
+call that also joins or installs the global tracer and meter providers, and is
+idempotent until :func:`shutdown`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from spanmeter import __version__
+from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
+from spanmeter.export import PrometheusReader
+from spanmeter.processor import SpanmeterProcessor
+
+_log = logging.getLogger("spanmeter")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9464
+ENV_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
+ENV_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
+
+
+class ConfigurationError(ValueError):
+    """A setting spanmeter cannot use; the message names the setting and the fix."""
+
+
+def _port(value, source: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{source} must be a TCP port number (0-65535), got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"{source} must be a TCP port number (0-65535), got {port}")
+    return port
+
+
+def resolve_endpoint(host: str | None = None, port: int | None = None, environ=os.environ) -> tuple[str, int]:
+    """(host, port) of the metrics endpoint by the precedence above."""
+    if host is None:
+        host = environ.get(ENV_HOST) or DEFAULT_HOST
+    if port is None:
+        env = environ.get(ENV_PORT)
+        port = _port(env, ENV_PORT) if env else DEFAULT_PORT
+    else:
+        port = _port(port, "port")
+    if not isinstance(host, str) or not host:
+        raise ConfigurationError(f"host must be a non-empty string, got {host!r}")
+    return host, port
+
+
+def _check_label_limits(label_limits) -> dict[str, int]:
+    if label_limits is None:
+        return {}
+    unknown = set(label_limits) - set(DEFAULT_LABEL_LIMITS)
+    if unknown:
+        raise ConfigurationError(
+            f"label_limits has unknown label(s) {sorted(unknown)}; known: {sorted(DEFAULT_LABEL_LIMITS)}"
+        )
+    for key, value in label_limits.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"label_limits[{key!r}] must be an int >= 1, got {value!r}")
+    return dict(label_limits)
+
+
+class Spanmeter:
+    """A running spanmeter: processor, state, reader, and the HTTP endpoint if started.
+
+    Build it with :func:`setup` or :func:`configure`.
+    """
+
+    def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider):
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.processor = processor
+        self.reader = reader
+        self._server = server
+        self._owns_meter_provider = owns_meter_provider
+        self._closed = False
+
+    @property
+    def state(self):
+        return self.processor.state
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) the endpoint listens on, or None when no server was started."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return host, port
+
+    @property
+    def metrics_url(self) -> str | None:
+        if self._server is None:
+            return None
+        host, port = self.address
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/metrics"
+
+    # the emit API, bound to this instance's tracer provider
+    def agent_run(self, agent_name: str, **kwargs):
+        from spanmeter.emit import agent_run
+
+        return agent_run(agent_name, tracer_provider=self.tracer_provider, **kwargs)
+
+    def model_call(self, model: str, **kwargs):
+        from spanmeter.emit import model_call
+
+        return model_call(model, tracer_provider=self.tracer_provider, **kwargs)
+
+    def tool_call(self, tool_name: str, **kwargs):
+        from spanmeter.emit import tool_call
+
+        return tool_call(tool_name, tracer_provider=self.tracer_provider, **kwargs)
+
+    def record_quality(self, agent_name: str, metric_type: str, score: float) -> None:
+        self.processor.record_quality(agent_name, metric_type, score)
+
+    def record_conversation(self, agent_name: str, *, turns: int, escalated: bool = False) -> None:
+        self.processor.record_conversation(agent_name, turns=turns, escalated=escalated)
+
+    def shutdown(self) -> None:
+        """Flush, stop the endpoint and detach from the providers. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.processor.shutdown()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._owns_meter_provider:
+            self.meter_provider.shutdown()
+        else:
+            self.meter_provider.remove_metric_reader(self.reader)
+
+
+def setup(
+    *,
+    service_name: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    start_server: bool = True,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    registry=None,
+    resource: Resource | None = None,
+    label_limits: dict[str, int] | None = None,
+    max_open_spans: int = 100_000,
+    quality_window_seconds: float = 3600.0,
+    escalation_window_seconds: float = 3600.0,
+) -> Spanmeter:
+    """Build a :class:`Spanmeter` from explicit parts; touches no global state.
+
+    ``tracer_provider``: the SDK provider to add the processor to (a new one if None).
+    ``meter_provider``: an SDK provider to add the reader to (a new one if None).
+    ``registry``: the ``prometheus_client`` registry to serve (its global one if None).
+    ``start_server=False`` serves nothing: read the registry yourself.
+    """
+    if host is not None or port is not None or start_server:
+        host, port = resolve_endpoint(host, port)
+    limits = _check_label_limits(label_limits)
+    for name, value in (("quality_window_seconds", quality_window_seconds),
+                        ("escalation_window_seconds", escalation_window_seconds)):  # fmt: skip
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+    if resource is None:
+        base = tracer_provider.resource if tracer_provider is not None else Resource.create()
+        resource = base.merge(Resource({"service.name": service_name})) if service_name else base
+
+    state = State(
+        label_limits=limits,
+        quality_window=float(quality_window_seconds),
+        escalation_window=float(escalation_window_seconds),
+    )
+    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans)
+    if tracer_provider is None:
+        tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(processor)
+
+    reader = PrometheusReader(state=state, resource=resource, registry=registry)
+    owns = meter_provider is None
+    if owns:
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    else:
+        meter_provider.add_metric_reader(reader)
+    _register_info(meter_provider)
+
+    server = None
+    if start_server:
+        from prometheus_client import REGISTRY, start_http_server
+
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
+        except OSError as exc:
+            meter_provider.shutdown() if owns else meter_provider.remove_metric_reader(reader)
+            processor.shutdown()
+            raise ConfigurationError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
+                f"port with port=... or {ENV_PORT}"
+            ) from exc
+    return Spanmeter(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        processor=processor,
+        reader=reader,
+        server=server,
+        owns_meter_provider=owns,
+    )
+
+
+def _register_info(meter_provider) -> None:
+    # A gauge of the SDK's own kind: the reader always has a collection to add to.
+    meter = meter_provider.get_meter("spanmeter", __version__)
+    meter.create_observable_gauge(
+        "spanmeter_info",
+        callbacks=[lambda options: [Observation(1, {"version": __version__})]],
+        description="spanmeter is running; its version as a label.",
+    )
+
+
+# --- the process-wide default -----------------------------------------------------------
+_lock = threading.Lock()
+_default: Spanmeter | None = None
+
+
+def configure(**kwargs) -> Spanmeter:
+    """Set spanmeter up once for this process (see :func:`setup` for the arguments).
+
+    Joins the global tracer provider when it is an SDK one (else installs a new one as
+    global), and installs the meter provider as global when none is set. Calling it
+    again returns the running instance unchanged until :func:`shutdown`.
+    """
+    global _default
+    with _lock:
+        if _default is not None:
+            return _default
+        if kwargs.get("tracer_provider") is None:
+            current = trace.get_tracer_provider()
+            if isinstance(current, TracerProvider):
+                kwargs["tracer_provider"] = current
+        instance = setup(**kwargs)
+        if trace.get_tracer_provider() is not instance.tracer_provider:
+            trace.set_tracer_provider(instance.tracer_provider)
+        if not isinstance(metrics.get_meter_provider(), MeterProvider):
+            metrics.set_meter_provider(instance.meter_provider)
+        _default = instance
+        return instance
+
+
+def shutdown() -> None:
+    """Shut the instance made by :func:`configure` down; ``configure`` may run again."""
+    global _default
+    with _lock:
+        if _default is not None:
+            _default.shutdown()
+            _default = None
+
+
+def current() -> Spanmeter | None:
+    """The instance made by :func:`configure`, if any."""
+    return _default
+
+
+def default_tracer_provider():
+    """The tracer provider the module-level emit API uses."""
+    return _default.tracer_provider if _default is not None else trace.get_tracer_provider()
+
+
+def record_quality(agent_name: str, metric_type: str, score: float) -> None:
+    """Add an evaluation score (0..1) for an agent and metric type (groundedness, ...).
+
+    Does nothing before :func:`configure`; never raises on bad values (they are
+    dropped and counted in ``spanmeter_dropped_values_total``).
+    """
+    if _default is not None:
+        _default.record_quality(agent_name, metric_type, score)
+
+
+def record_conversation(agent_name: str, *, turns: int, escalated: bool = False) -> None:
+    """Record the end of a conversation: its turns and whether it went to a human."""
+    if _default is not None:
+        _default.record_conversation(agent_name, turns=turns, escalated=escalated)

@@ -1,0 +1,176 @@
+"""Span conventions: attribute names, span classification and value coercion.
+
+Pure functions and constants, no SDK state. Names follow the OpenTelemetry GenAI
+semantic conventions v1.41 (https://opentelemetry.io/docs/specs/semconv/gen-ai/),
+with the older names that instrumentations still emit read as fallbacks.
+
+Coercion rules (what happens to a value the processor cannot use as it is) are
+stated here once and counted by reason in ``spanmeter_dropped_values_total``:
+
+- token counts: ``int`` in ``[0, MAX_TOKENS]`` is used; a finite ``float`` in that
+  range is rounded; a ``str`` of decimal digits is parsed; ``bool`` (``bool_value``),
+  negative (``negative``), NaN/inf (``not_finite``), above ``MAX_TOKENS``
+  (``out_of_range``), other strings (``not_a_number``) and other types
+  (``wrong_type``) are dropped: the call is still counted, that token count is not;
+- label values: ``str`` is used; ``int``/``float`` are turned into text; other types
+  become ``unknown`` (``wrong_type``); text longer than ``MAX_LABEL_LENGTH``
+  characters is cut (``truncated``); characters that cannot be encoded as UTF-8
+  (lone surrogates from undecodable bytes) become ``?`` (``invalid_utf8``); empty
+  text becomes ``unknown``.
+"""
+
+from __future__ import annotations
+
+import math
+
+# --- GenAI semantic conventions v1.41 ------------------------------------------------
+OPERATION_NAME = "gen_ai.operation.name"
+PROVIDER_NAME = "gen_ai.provider.name"
+SYSTEM = "gen_ai.system"  # provider attribute before v1.37
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+REQUEST_STREAM = "gen_ai.request.stream"
+RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+RESPONSE_ID = "gen_ai.response.id"
+TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+AGENT_NAME = "gen_ai.agent.name"
+AGENT_ID = "gen_ai.agent.id"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_TYPE = "gen_ai.tool.type"
+TOOL_CALL_ID = "gen_ai.tool.call.id"
+CONVERSATION_ID = "gen_ai.conversation.id"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"  # includes cached input
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"  # includes reasoning
+CACHE_READ_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+CACHE_WRITE_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+CACHE_WRITE_TOKENS_NEXT = "gen_ai.usage.cache_write.input_tokens"  # rename pending upstream
+REASONING_TOKENS = "gen_ai.usage.reasoning.output_tokens"
+PROMPT_TOKENS_OLD = "gen_ai.usage.prompt_tokens"  # before v1.27
+COMPLETION_TOKENS_OLD = "gen_ai.usage.completion_tokens"
+ERROR_TYPE = "error.type"
+
+OP_CHAT = "chat"
+OP_INVOKE_AGENT = "invoke_agent"
+OP_EXECUTE_TOOL = "execute_tool"
+
+# Kinds of span the processor derives metrics from.
+KIND_AGENT = 1
+KIND_INFERENCE = 2
+KIND_TOOL = 3
+
+#: ``gen_ai.operation.name`` -> kind. Operations not listed (retrieval, workflows,
+#: memory, create_agent) produce no metrics of their own but still carry ancestry.
+OPERATION_KINDS: dict[str, int] = {
+    "chat": KIND_INFERENCE,
+    "text_completion": KIND_INFERENCE,
+    "generate_content": KIND_INFERENCE,
+    "embeddings": KIND_INFERENCE,
+    "invoke_agent": KIND_AGENT,
+    "execute_tool": KIND_TOOL,
+}
+
+#: Token types, in the order the processor stores them.
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+STATUS_SUCCESS = "success"
+STATUS_ERROR = "error"
+STATUS_TIMEOUT = "timeout"
+#: ``error.type`` used when a span failed without saying how (the convention's fallback).
+ERROR_OTHER = "_OTHER"
+
+UNKNOWN = "unknown"
+MAX_TOKENS = 10**12
+MAX_LABEL_LENGTH = 128
+
+
+def kind_of(attributes) -> int | None:
+    """The kind of a span from its attributes, or None when it is none of ours."""
+    op = attributes.get(OPERATION_NAME)
+    if op.__class__ is str:
+        return OPERATION_KINDS.get(op)
+    return None
+
+
+def is_timeout(error_type: str) -> bool:
+    """The rule that tells a timeout from other failures: ``error.type`` names one."""
+    return "timeout" in error_type.lower()
+
+
+def outcome(error_type, failed: bool) -> tuple[str, str | None]:
+    """(status label, error.type) of a finished operation.
+
+    ``error_type`` is the span's ``error.type`` (any value); ``failed`` whether its status
+    is ERROR. A span with ``error.type`` failed even when its status was left unset.
+    """
+    if error_type is None or error_type == "":
+        if not failed:
+            return STATUS_SUCCESS, None
+        return STATUS_ERROR, ERROR_OTHER
+    if error_type.__class__ is not str:
+        error_type = str(error_type)
+    return (STATUS_TIMEOUT if is_timeout(error_type) else STATUS_ERROR), error_type
+
+
+def error_type_of(exc: BaseException) -> str:
+    """``error.type`` for an exception: its qualified class name, or ``timeout``.
+
+    A ``TimeoutError`` (or subclass) whose name does not say so is reported as
+    ``timeout`` so the processor's rule (:func:`is_timeout`) recognises it.
+    """
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    if isinstance(exc, TimeoutError) and not is_timeout(name):
+        return "timeout"
+    return name
+
+
+def coerce_count(value) -> tuple[int | None, str | None]:
+    """(count, None) when ``value`` is a usable token count, else (None, drop reason)."""
+    cls = value.__class__
+    if cls is bool:
+        return None, "bool_value"
+    if cls is int or isinstance(value, int):
+        if value < 0:
+            return None, "negative"
+        if value > MAX_TOKENS:
+            return None, "out_of_range"
+        return int(value), None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, "not_finite"
+        if value < 0:
+            return None, "negative"
+        if value > MAX_TOKENS:
+            return None, "out_of_range"
+        return round(value), None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return coerce_count(int(text))
+        return None, "not_a_number"
+    return None, "wrong_type"
+
+
+def coerce_label(value) -> tuple[str, str | None]:
+    """(label value, drop reason or None) for any attribute value."""
+    reason = None
+    if value.__class__ is not str:
+        if isinstance(value, str):
+            value = str(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = repr(value)
+        else:
+            return UNKNOWN, "wrong_type"
+    if len(value) > MAX_LABEL_LENGTH:
+        value = value[:MAX_LABEL_LENGTH]
+        reason = "truncated"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+            reason = "invalid_utf8"
+    if not value:
+        return UNKNOWN, reason
+    return value, reason

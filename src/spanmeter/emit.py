@@ -1,0 +1,231 @@
+"""The emit API: spans for an agent run, a model inference and a tool call.
+
+Each of :func:`agent_run`, :func:`model_call` and :func:`tool_call` returns a scope
+that works as a context manager (``with`` and ``async with``) and as a decorator (of
+plain and ``async`` functions). Spans follow the OpenTelemetry GenAI conventions
+v1.41: ``invoke_agent {agent}``, ``chat {model}``, ``execute_tool {tool}``.
+
+When the block raises, the span gets status ERROR, ``error.type`` (the exception's
+qualified class name, or ``timeout`` for a ``TimeoutError`` not named so) and the
+exception event, and still ends, so the measurement is recorded. An exception that is
+not an ``Exception`` (cancellation, ``KeyboardInterrupt``) is recorded the same way.
+A handle's ``fail(error_type)`` marks a failure without an exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from spanmeter import __version__
+from spanmeter import conventions as c
+
+_tracers: dict[int, tuple[object, trace.Tracer]] = {}
+
+
+def _tracer(tracer_provider) -> trace.Tracer:
+    if tracer_provider is None:
+        from spanmeter import config
+
+        tracer_provider = config.default_tracer_provider()
+    key = id(tracer_provider)
+    entry = _tracers.get(key)
+    if entry is None or entry[0] is not tracer_provider:
+        tracer = trace.get_tracer("spanmeter", __version__, tracer_provider=tracer_provider)
+        entry = _tracers[key] = (tracer_provider, tracer)
+    return entry[1]
+
+
+class SpanHandle:
+    """What the ``as`` of a scope gives: the span, and a way to mark a failure."""
+
+    __slots__ = ("span", "_started")
+
+    def __init__(self, span):
+        self.span = span
+        self._started = time.perf_counter()
+
+    def fail(self, error_type: str = c.ERROR_OTHER, description: str | None = None) -> None:
+        """Mark the operation failed without raising (``timeout`` in the type counts as a timeout)."""
+        self.span.set_attribute(c.ERROR_TYPE, error_type)
+        self.span.set_status(Status(StatusCode.ERROR, description))
+
+    def set_attribute(self, key: str, value) -> None:
+        self.span.set_attribute(key, value)
+
+
+class AgentRun(SpanHandle):
+    """Handle of an agent run."""
+
+    __slots__ = ()
+
+    def set_conversation_id(self, conversation_id: str) -> None:
+        self.span.set_attribute(c.CONVERSATION_ID, conversation_id)
+
+
+class ModelCall(SpanHandle):
+    """Handle of a model inference: record usage and response details on it."""
+
+    __slots__ = ()
+
+    def record_usage(
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
+        """Token usage with the GenAI meaning: ``input_tokens`` includes cache reads
+        and writes, ``output_tokens`` includes reasoning. (Anthropic's API reports
+        input without cache: add ``cache_read`` and ``cache_creation`` to it.)"""
+        span = self.span
+        for key, value in (
+            (c.INPUT_TOKENS, input_tokens),
+            (c.OUTPUT_TOKENS, output_tokens),
+            (c.CACHE_READ_TOKENS, cache_read_tokens),
+            (c.CACHE_WRITE_TOKENS, cache_write_tokens),
+            (c.REASONING_TOKENS, reasoning_tokens),
+        ):
+            if value is not None:
+                span.set_attribute(key, value)
+
+    def record_response(
+        self,
+        *,
+        model: str | None = None,
+        finish_reasons: Sequence[str] | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        if model is not None:
+            self.span.set_attribute(c.RESPONSE_MODEL, model)
+        if finish_reasons is not None:
+            self.span.set_attribute(c.RESPONSE_FINISH_REASONS, list(finish_reasons))
+        if response_id is not None:
+            self.span.set_attribute(c.RESPONSE_ID, response_id)
+
+    def record_first_chunk(self) -> None:
+        """Call when the first chunk of a streamed response arrives."""
+        self.span.set_attribute(c.TIME_TO_FIRST_CHUNK, time.perf_counter() - self._started)
+
+
+class ToolCall(SpanHandle):
+    """Handle of a tool call."""
+
+    __slots__ = ()
+
+
+class _Scope:
+    """One span per use, as ``with``, ``async with`` or decorator."""
+
+    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_stack")
+
+    def __init__(self, name, kind, attributes, handle_cls, tracer_provider):
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._handle_cls = handle_cls
+        self._tracer_provider = tracer_provider
+        self._stack: list = []  # (span, token) per active entry: a scope may be re-entered
+
+    def _fresh(self) -> _Scope:
+        return _Scope(self._name, self._kind, self._attributes, self._handle_cls, self._tracer_provider)
+
+    def __enter__(self):
+        span = _tracer(self._tracer_provider).start_span(self._name, kind=self._kind, attributes=self._attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._stack.append((span, token))
+        return self._handle_cls(span)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        span, token = self._stack.pop()
+        try:
+            if exc is not None:
+                span.set_attribute(c.ERROR_TYPE, c.error_type_of(exc))
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
+                span.record_exception(exc)
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn):
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args, **kwargs):
+                async with self._fresh():
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self._fresh():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def agent_run(
+    agent_name: str,
+    *,
+    conversation_id: str | None = None,
+    agent_id: str | None = None,
+    provider: str | None = None,
+    tracer_provider=None,
+) -> _Scope:
+    """An agent run: span ``invoke_agent {agent_name}`` (INTERNAL, in-process agent)."""
+    attributes = {c.OPERATION_NAME: c.OP_INVOKE_AGENT, c.AGENT_NAME: agent_name}
+    if conversation_id is not None:
+        attributes[c.CONVERSATION_ID] = conversation_id
+    if agent_id is not None:
+        attributes[c.AGENT_ID] = agent_id
+    if provider is not None:
+        attributes[c.PROVIDER_NAME] = provider
+    return _Scope(f"invoke_agent {agent_name}", SpanKind.INTERNAL, attributes, AgentRun, tracer_provider)
+
+
+def model_call(
+    model: str,
+    *,
+    provider: str | None = None,
+    operation: str = c.OP_CHAT,
+    stream: bool | None = None,
+    tracer_provider=None,
+) -> _Scope:
+    """A model inference: span ``{operation} {model}`` (CLIENT)."""
+    attributes = {c.OPERATION_NAME: operation, c.REQUEST_MODEL: model}
+    if provider is not None:
+        attributes[c.PROVIDER_NAME] = provider
+    if stream is not None:
+        attributes[c.REQUEST_STREAM] = stream
+    return _Scope(f"{operation} {model}", SpanKind.CLIENT, attributes, ModelCall, tracer_provider)
+
+
+def tool_call(
+    tool_name: str,
+    *,
+    tool_type: str | None = None,
+    call_id: str | None = None,
+    tracer_provider=None,
+) -> _Scope:
+    """A tool call: span ``execute_tool {tool_name}`` (INTERNAL)."""
+    attributes = {c.OPERATION_NAME: c.OP_EXECUTE_TOOL, c.TOOL_NAME: tool_name}
+    if tool_type is not None:
+        attributes[c.TOOL_TYPE] = tool_type
+    if call_id is not None:
+        attributes[c.TOOL_CALL_ID] = call_id
+    return _Scope(f"execute_tool {tool_name}", SpanKind.INTERNAL, attributes, ToolCall, tracer_provider)

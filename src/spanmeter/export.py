@@ -1,0 +1,70 @@
+"""Metric readers that export spanmeter's pre-aggregated metrics.
+
+A reader collects the meter provider's own instruments, then
+:func:`merge` appends spanmeter's metrics (from :func:`spanmeter.aggregate.produce`)
+as one more instrumentation scope before the reader's exporter sees them. Any reader
+class of the SDK can be given this behaviour with :class:`ProducingReader`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from spanmeter import __version__
+from spanmeter.aggregate import State, produce
+
+_log = logging.getLogger("spanmeter")
+SCOPE = InstrumentationScope("spanmeter", __version__)
+
+
+def merge(metrics_data: MetricsData | None, metrics: list, resource: Resource) -> MetricsData | None:
+    """``metrics_data`` with ``metrics`` added under spanmeter's scope."""
+    if not metrics:
+        return metrics_data
+    scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
+    if metrics_data is None or not metrics_data.resource_metrics:
+        return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
+    first, *rest = metrics_data.resource_metrics
+    merged = ResourceMetrics(
+        resource=first.resource, scope_metrics=[*first.scope_metrics, scope], schema_url=first.schema_url
+    )
+    return MetricsData(resource_metrics=[merged, *rest])
+
+
+class ProducingReader:
+    """Mixin for a ``MetricReader`` subclass: adds the metrics of ``state`` to each collection."""
+
+    def __init__(self, *args, state: State, resource: Resource | None = None, **kwargs):
+        self._spanmeter_state = state
+        self._spanmeter_resource = resource or Resource.get_empty()
+        super().__init__(*args, **kwargs)
+
+    def _receive_metrics(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> None:
+        try:
+            extra = produce(self._spanmeter_state)
+        except Exception:  # deliberate: a fault here must not cost the other metrics
+            self._spanmeter_state.count("faults", ())
+            _log.warning("spanmeter could not produce its metrics", exc_info=True)
+            extra = []
+        merged = merge(metrics_data, extra, self._spanmeter_resource)
+        if merged is not None:
+            super()._receive_metrics(merged, timeout_millis, **kwargs)
+
+
+class PrometheusReader(ProducingReader, PrometheusMetricReader):
+    """``PrometheusMetricReader`` serving spanmeter's metrics too.
+
+    Instrumentation-scope labels are off by default so the series carry exactly the
+    catalogue's labels.
+    """
+
+    def __init__(self, *, state: State, resource: Resource | None = None, registry=None, scope_labels: bool = False):
+        kwargs = {"scope_info_enabled": scope_labels}
+        if registry is not None:
+            kwargs["registry"] = registry
+        super().__init__(state=state, resource=resource, **kwargs)

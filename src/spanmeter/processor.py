@@ -1,0 +1,334 @@
+"""The span processor: classifies each ended span and aggregates its metrics.
+
+Hot path rules: ``on_start``/``on_end`` never raise into the application (a broad
+catch, counted in ``spanmeter_processor_errors_total`` and logged at most once a
+minute), allocate little, and hold the state lock only for a few additions.
+
+Ancestry: every span started under an agent run (at any depth, in this process) is
+remembered until it ends, so a model or tool span without ``gen_ai.agent.name`` is
+attributed to its nearest agent-run ancestor, and the run counts its inference calls,
+tool calls and tokens. A nested agent run counts only its own children. At most
+``max_open_spans`` spans are remembered; beyond that the oldest half is forgotten
+(``spanmeter_open_spans_evicted_total``), so runs that never end cannot grow memory
+without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from bisect import bisect_left
+
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import StatusCode
+
+from spanmeter import conventions as c
+from spanmeter.aggregate import State
+
+_log = logging.getLogger("spanmeter")
+_EMPTY: dict = {}
+_ERROR = StatusCode.ERROR
+_MAX_TOKENS = c.MAX_TOKENS
+_TOKEN_KEYS = (
+    (c.INPUT_TOKENS, c.PROMPT_TOKENS_OLD),
+    (c.OUTPUT_TOKENS, c.COMPLETION_TOKENS_OLD),
+    (c.CACHE_READ_TOKENS, None),
+    (c.CACHE_WRITE_TOKENS, c.CACHE_WRITE_TOKENS_NEXT),
+    (c.REASONING_TOKENS, None),
+)
+_TOKEN_FIELDS = tuple(f"{t}_tokens" for t in c.TOKEN_TYPES)
+
+
+def _attributes(span):
+    # ``ReadableSpan.attributes`` is a MappingProxyType over BoundedAttributes, whose
+    # ``get`` raises and catches KeyError for every absent key: 2.7 us for a dozen keys
+    # on these machines, against 0.5 us on the plain dict it freezes at span end.
+    try:
+        attrs = span._attributes._dict
+        if attrs.__class__ is dict:
+            return attrs
+    except AttributeError:
+        pass
+    attrs = span.attributes
+    return _EMPTY if attrs is None else attrs
+
+
+class _Run:
+    """What an agent run accumulates from its descendants until it ends."""
+
+    __slots__ = ("span", "agent", "inference_calls", "tool_calls", "tokens", "cost")
+
+    def __init__(self, span, agent):
+        self.span = span
+        self.agent = agent
+        self.inference_calls = 0
+        self.tool_calls = 0
+        self.tokens = 0
+        self.cost = 0.0
+
+    def agent_name(self):
+        if self.agent is None:  # named after it started: read the live span
+            self.agent = _attributes(self.span).get(c.AGENT_NAME)
+        return self.agent
+
+
+class SpanmeterProcessor(SpanProcessor):
+    """Derives the catalogue's metrics from ended spans into a :class:`State`.
+
+    ``pricer``, when given, is called for each inference span as
+    ``pricer(provider, model, response_model, tokens, end_time_ns, attributes)`` with
+    ``tokens`` in :data:`spanmeter.conventions.TOKEN_TYPES` order (None where absent)
+    and returns a cost in dollars or None; it is the hook of the cost metrics.
+    """
+
+    def __init__(self, state: State | None = None, *, max_open_spans: int = 100_000, pricer=None):
+        if not isinstance(max_open_spans, int) or max_open_spans < 2:
+            raise ValueError(f"max_open_spans must be an int >= 2, got {max_open_spans!r}")
+        self.state = state if state is not None else State()
+        self.pricer = pricer
+        self._max_open = max_open_spans
+        self._runs: dict[int, _Run] = {}
+        self._stopped = False
+        self._last_log = -math.inf
+
+    # --- SpanProcessor -----------------------------------------------------------------
+    def on_start(self, span: Span, parent_context=None) -> None:
+        if self._stopped:
+            return
+        try:
+            attrs = _attributes(span)
+            if attrs.get(c.OPERATION_NAME) == c.OP_INVOKE_AGENT:
+                run = _Run(span, attrs.get(c.AGENT_NAME))
+            else:
+                parent = span.parent
+                if parent is None:
+                    return
+                run = self._runs.get(parent.span_id)
+                if run is None:
+                    return
+            runs = self._runs
+            runs[span.context.span_id] = run
+            if len(runs) > self._max_open:
+                self._evict()
+        except Exception:  # deliberate: instrumentation must never break the app
+            self._fault()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._stopped:
+            return
+        try:
+            run = self._runs.pop(span.context.span_id, None) if self._runs else None
+            attrs = _attributes(span)
+            op = attrs.get(c.OPERATION_NAME)
+            kind = c.OPERATION_KINDS.get(op) if op.__class__ is str else None
+            if kind is None:
+                return
+            if kind == c.KIND_INFERENCE:
+                self._inference(span, attrs, op, run)
+            elif kind == c.KIND_TOOL:
+                self._tool(span, attrs, run)
+            else:
+                self._agent(span, attrs, run)
+        except Exception:  # deliberate: instrumentation must never break the app
+            self._fault()
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._runs = {}
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True  # nothing is buffered: spans are aggregated as they end
+
+    # --- one method per kind of span ---------------------------------------------------
+    def _inference(self, span, attrs, op, run) -> None:
+        get = attrs.get
+        response_model = get(c.RESPONSE_MODEL)
+        model = get(c.REQUEST_MODEL) or response_model
+        provider = get(c.PROVIDER_NAME) or get(c.SYSTEM)
+        agent = get(c.AGENT_NAME)
+        if agent is None and run is not None:
+            agent = run.agent_name()
+        error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)[1]
+        tokens, drops = self._tokens(get)
+        duration, drop = _duration(span)
+        if drop:
+            drops = (drops or []) + [drop]
+        cost = None
+        if self.pricer is not None:
+            cost = self.pricer(provider, model, response_model, tokens, span.end_time, attrs)
+
+        state = self.state
+        table = state.tables["model"]
+        key = (agent, model, provider, op, response_model, error_type)
+        try:
+            series = table.by_raw.get(key)
+        except TypeError:  # an unhashable attribute value
+            series = None
+        with state.lock:
+            if series is None:
+                series = state.series_locked(table, key)
+            series.count += 1
+            if duration is not None:
+                _observe(series.duration, duration)
+            i, o = tokens[0], tokens[1]
+            counts = series.tokens
+            for n, value in enumerate(tokens):
+                if value is not None:
+                    counts[n] += value
+            if i is not None:
+                _observe(series.token_input, i)
+            if o is not None:
+                _observe(series.token_output, o)
+            if cost is not None:
+                series.cost += cost
+            if run is not None:
+                run.inference_calls += 1
+                run.tokens += (i or 0) + (o or 0)
+                if cost is not None:
+                    run.cost += cost
+            state.count_locked("spans", ("inference",))
+            if drops:
+                for field, reason in drops:
+                    state.count_locked("drops", (field, reason))
+
+    def _tool(self, span, attrs, run) -> None:
+        get = attrs.get
+        agent = get(c.AGENT_NAME)
+        if agent is None and run is not None:
+            agent = run.agent_name()
+        status, error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)
+        duration, drop = _duration(span)
+        state = self.state
+        table = state.tables["tool"]
+        key = (agent, get(c.TOOL_NAME), get(c.TOOL_TYPE), status, error_type)
+        try:
+            series = table.by_raw.get(key)
+        except TypeError:
+            series = None
+        with state.lock:
+            if series is None:
+                series = state.series_locked(table, key)
+            series.count += 1
+            if duration is not None:
+                _observe(series.duration, duration)
+            if run is not None:
+                run.tool_calls += 1
+            state.count_locked("spans", ("tool",))
+            if drop:
+                state.count_locked("drops", drop)
+
+    def _agent(self, span, attrs, run) -> None:
+        get = attrs.get
+        agent = get(c.AGENT_NAME)
+        if agent is None and run is not None:
+            agent = run.agent
+        status, error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)
+        duration, drop = _duration(span)
+        state = self.state
+        table = state.tables["agent"]
+        key = (agent, status, error_type)
+        try:
+            series = table.by_raw.get(key)
+        except TypeError:
+            series = None
+        with state.lock:
+            if series is None:
+                series = state.series_locked(table, key)
+            series.count += 1
+            if duration is not None:
+                _observe(series.duration, duration)
+            if run is not None:  # None when the run started before spanmeter was added
+                _observe(series.inference_calls, run.inference_calls)
+                _observe(series.tool_calls, run.tool_calls)
+                _observe(series.tokens, run.tokens)
+            state.count_locked("spans", ("agent",))
+            if drop:
+                state.count_locked("drops", drop)
+
+    # --- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _tokens(get):
+        """Token counts in TOKEN_TYPES order (None where absent) and drop reasons."""
+        tokens = []
+        drops = None
+        for n, (key, fallback) in enumerate(_TOKEN_KEYS):
+            value = get(key)
+            if value is None and fallback is not None:
+                value = get(fallback)
+            if value is not None and not (value.__class__ is int and 0 <= value <= _MAX_TOKENS):
+                value, reason = c.coerce_count(value)
+                if reason is not None:
+                    drops = (drops or []) + [(_TOKEN_FIELDS[n], reason)]
+            tokens.append(value)
+        return tokens, drops
+
+    def _evict(self) -> None:
+        items = list(self._runs.items())
+        keep = items[len(items) // 2 :]
+        self._runs = dict(keep)
+        self.state.count("evictions", (), len(items) - len(keep))
+
+    def _fault(self) -> None:
+        try:
+            self.state.count("faults", ())
+            now = time.monotonic()
+            if now - self._last_log >= 60.0:
+                self._last_log = now
+                _log.warning("spanmeter dropped a span after an internal error", exc_info=True)
+        except Exception:  # deliberate: even the error path must not raise
+            pass
+
+    # --- recording API for what spans do not carry --------------------------------------
+    def record_quality(self, agent_name: str, metric_type: str, score: float) -> None:
+        """Add an evaluation score (0..1) to the rolling ``agent_quality_score``."""
+        try:
+            if score.__class__ is bool or not isinstance(score, (int, float)):
+                self.state.count("drops", ("quality_score", "wrong_type"))
+                return
+            if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+                self.state.count("drops", ("quality_score", "out_of_range"))
+                return
+            state = self.state
+            with state.lock:
+                series = state.series_locked(state.tables["quality"], (agent_name, metric_type))
+                series.window.add(float(score), time.monotonic())
+        except Exception:  # deliberate
+            self._fault()
+
+    def record_conversation(self, agent_name: str, *, turns: int, escalated: bool = False) -> None:
+        """Record a finished conversation: its number of turns and whether it escalated."""
+        try:
+            count, reason = c.coerce_count(turns)
+            if reason is not None:
+                self.state.count("drops", ("conversation_turns", reason))
+                return
+            state = self.state
+            with state.lock:
+                series = state.series_locked(state.tables["conversation"], (agent_name,))
+                _observe(series.turns, count)
+                series.conversations += 1
+                if escalated:
+                    series.escalations += 1
+                series.window.add(1.0 if escalated else 0.0, time.monotonic())
+        except Exception:  # deliberate
+            self._fault()
+
+
+def _observe(hist, value) -> None:
+    hist.counts[bisect_left(hist.bounds, value)] += 1
+    hist.total += value
+    if value < hist.min:
+        hist.min = value
+    if value > hist.max:
+        hist.max = value
+
+
+def _duration(span):
+    """(seconds, None) or (None / clamped value, (field, reason)) for a span's duration."""
+    start, end = span.start_time, span.end_time
+    if start.__class__ is not int or end.__class__ is not int:
+        return None, ("duration", "missing_timestamps")
+    if end < start:
+        return 0.0, ("duration", "negative")
+    return (end - start) / 1e9, None
