@@ -319,8 +319,14 @@ class State:
         # Zero-valued health series exist from the start so alerts on them can fire.
         self.count_locked("faults", (), 0)
         self.count_locked("evictions", (), 0)
-        for kind in ("agent", "inference", "tool"):
-            self.count_locked("spans", (kind,), 0)
+        # Direct references for the hot path.
+        self.model = self.tables["model"]
+        self.tool = self.tables["tool"]
+        self.agent = self.tables["agent"]
+        spans = self.tables["spans"].series
+        self.spans_agent = spans[("agent",)] = CountSeries(("agent",))
+        self.spans_inference = spans[("inference",)] = CountSeries(("inference",))
+        self.spans_tool = spans[("tool",)] = CountSeries(("tool",))
 
     # --- series lookup ---------------------------------------------------------------
     def series_locked(self, table: Table, raw: tuple):

@@ -45,14 +45,20 @@ def _tracer(tracer_provider) -> trace.Tracer:
 class SpanHandle:
     """What the ``as`` of a scope gives: the span, and a way to mark a failure."""
 
-    __slots__ = ("span", "_started")
+    __slots__ = ("span", "_started", "_error_type")
 
     def __init__(self, span):
         self.span = span
         self._started = time.perf_counter()
+        self._error_type: str | None = None
 
     def fail(self, error_type: str = c.ERROR_OTHER, description: str | None = None) -> None:
-        """Mark the operation failed without raising (``timeout`` in the type counts as a timeout)."""
+        """Mark the operation failed (``timeout`` in the type counts as a timeout).
+
+        Without an exception this is how a failure is told; before raising, it names
+        the error better than the exception class (a provider's error code, say).
+        """
+        self._error_type = error_type
         self.span.set_attribute(c.ERROR_TYPE, error_type)
         self.span.set_status(Status(StatusCode.ERROR, description))
 
@@ -133,7 +139,7 @@ class _Scope:
         self._attributes = attributes
         self._handle_cls = handle_cls
         self._tracer_provider = tracer_provider
-        self._stack: list = []  # (span, token) per active entry: a scope may be re-entered
+        self._stack: list = []  # (handle, token) per active entry: a scope may be re-entered
 
     def _fresh(self) -> _Scope:
         return _Scope(self._name, self._kind, self._attributes, self._handle_cls, self._tracer_provider)
@@ -141,14 +147,16 @@ class _Scope:
     def __enter__(self):
         span = _tracer(self._tracer_provider).start_span(self._name, kind=self._kind, attributes=self._attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
-        self._stack.append((span, token))
-        return self._handle_cls(span)
+        handle = self._handle_cls(span)
+        self._stack.append((handle, token))
+        return handle
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        span, token = self._stack.pop()
+        handle, token = self._stack.pop()
+        span = handle.span
         try:
             if exc is not None:
-                span.set_attribute(c.ERROR_TYPE, c.error_type_of(exc))
+                span.set_attribute(c.ERROR_TYPE, handle._error_type or c.error_type_of(exc))
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
                 span.record_exception(exc)
         finally:

@@ -30,13 +30,6 @@ _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
 _ERROR = StatusCode.ERROR
 _MAX_TOKENS = c.MAX_TOKENS
-_TOKEN_KEYS = (
-    (c.INPUT_TOKENS, c.PROMPT_TOKENS_OLD),
-    (c.OUTPUT_TOKENS, c.COMPLETION_TOKENS_OLD),
-    (c.CACHE_READ_TOKENS, None),
-    (c.CACHE_WRITE_TOKENS, c.CACHE_WRITE_TOKENS_NEXT),
-    (c.REASONING_TOKENS, None),
-)
 _TOKEN_FIELDS = tuple(f"{t}_tokens" for t in c.TOKEN_TYPES)
 
 
@@ -148,18 +141,44 @@ class SpanmeterProcessor(SpanProcessor):
         provider = get(c.PROVIDER_NAME) or get(c.SYSTEM)
         agent = get(c.AGENT_NAME)
         if agent is None and run is not None:
-            agent = run.agent_name()
-        error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)[1]
-        tokens, drops = self._tokens(get)
-        duration, drop = _duration(span)
-        if drop:
+            agent = run.agent if run.agent is not None else run.agent_name()
+        error_type = get(c.ERROR_TYPE)
+        failed = span.status.status_code is _ERROR
+        if error_type is not None or failed:
+            error_type = c.outcome(error_type, failed)[1]
+        i = get(c.INPUT_TOKENS)
+        if i is None:
+            i = get(c.PROMPT_TOKENS_OLD)
+        o = get(c.OUTPUT_TOKENS)
+        if o is None:
+            o = get(c.COMPLETION_TOKENS_OLD)
+        cr = get(c.CACHE_READ_TOKENS)
+        cw = get(c.CACHE_WRITE_TOKENS)
+        if cw is None:
+            cw = get(c.CACHE_WRITE_TOKENS_NEXT)
+        rs = get(c.REASONING_TOKENS)
+        drops = None
+        # Inline check (a loop costs more): every count absent or a plain int in range.
+        if not (
+            (i is None or (i.__class__ is int and 0 <= i <= _MAX_TOKENS))
+            and (o is None or (o.__class__ is int and 0 <= o <= _MAX_TOKENS))
+            and (cr is None or (cr.__class__ is int and 0 <= cr <= _MAX_TOKENS))
+            and (cw is None or (cw.__class__ is int and 0 <= cw <= _MAX_TOKENS))
+            and (rs is None or (rs.__class__ is int and 0 <= rs <= _MAX_TOKENS))
+        ):
+            (i, o, cr, cw, rs), drops = _coerce_tokens((i, o, cr, cw, rs))
+        start, end = span.start_time, span.end_time
+        if start.__class__ is int and end.__class__ is int and end >= start:
+            duration = (end - start) / 1e9
+        else:
+            duration, drop = _duration(span)
             drops = (drops or []) + [drop]
         cost = None
         if self.pricer is not None:
-            cost = self.pricer(provider, model, response_model, tokens, span.end_time, attrs)
+            cost = self.pricer(provider, model, response_model, (i, o, cr, cw, rs), span.end_time, attrs)
 
         state = self.state
-        table = state.tables["model"]
+        table = state.model
         key = (agent, model, provider, op, response_model, error_type)
         try:
             series = table.by_raw.get(key)
@@ -170,16 +189,38 @@ class SpanmeterProcessor(SpanProcessor):
                 series = state.series_locked(table, key)
             series.count += 1
             if duration is not None:
-                _observe(series.duration, duration)
-            i, o = tokens[0], tokens[1]
+                h = series.duration
+                h.counts[bisect_left(h.bounds, duration)] += 1
+                h.total += duration
+                if duration < h.min:
+                    h.min = duration
+                if duration > h.max:
+                    h.max = duration
             counts = series.tokens
-            for n, value in enumerate(tokens):
-                if value is not None:
-                    counts[n] += value
             if i is not None:
-                _observe(series.token_input, i)
+                counts[0] += i
+                h = series.token_input
+                h.counts[bisect_left(h.bounds, i)] += 1
+                h.total += i
+                if i < h.min:
+                    h.min = i
+                if i > h.max:
+                    h.max = i
             if o is not None:
-                _observe(series.token_output, o)
+                counts[1] += o
+                h = series.token_output
+                h.counts[bisect_left(h.bounds, o)] += 1
+                h.total += o
+                if o < h.min:
+                    h.min = o
+                if o > h.max:
+                    h.max = o
+            if cr is not None:
+                counts[2] += cr
+            if cw is not None:
+                counts[3] += cw
+            if rs is not None:
+                counts[4] += rs
             if cost is not None:
                 series.cost += cost
             if run is not None:
@@ -187,10 +228,10 @@ class SpanmeterProcessor(SpanProcessor):
                 run.tokens += (i or 0) + (o or 0)
                 if cost is not None:
                     run.cost += cost
-            state.count_locked("spans", ("inference",))
+            state.spans_inference.count += 1
             if drops:
-                for field, reason in drops:
-                    state.count_locked("drops", (field, reason))
+                for field_reason in drops:
+                    state.count_locked("drops", field_reason)
 
     def _tool(self, span, attrs, run) -> None:
         get = attrs.get
@@ -200,7 +241,7 @@ class SpanmeterProcessor(SpanProcessor):
         status, error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)
         duration, drop = _duration(span)
         state = self.state
-        table = state.tables["tool"]
+        table = state.tool
         key = (agent, get(c.TOOL_NAME), get(c.TOOL_TYPE), status, error_type)
         try:
             series = table.by_raw.get(key)
@@ -214,7 +255,7 @@ class SpanmeterProcessor(SpanProcessor):
                 _observe(series.duration, duration)
             if run is not None:
                 run.tool_calls += 1
-            state.count_locked("spans", ("tool",))
+            state.spans_tool.count += 1
             if drop:
                 state.count_locked("drops", drop)
 
@@ -226,7 +267,7 @@ class SpanmeterProcessor(SpanProcessor):
         status, error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)
         duration, drop = _duration(span)
         state = self.state
-        table = state.tables["agent"]
+        table = state.agent
         key = (agent, status, error_type)
         try:
             series = table.by_raw.get(key)
@@ -242,27 +283,11 @@ class SpanmeterProcessor(SpanProcessor):
                 _observe(series.inference_calls, run.inference_calls)
                 _observe(series.tool_calls, run.tool_calls)
                 _observe(series.tokens, run.tokens)
-            state.count_locked("spans", ("agent",))
+            state.spans_agent.count += 1
             if drop:
                 state.count_locked("drops", drop)
 
     # --- helpers -----------------------------------------------------------------------
-    @staticmethod
-    def _tokens(get):
-        """Token counts in TOKEN_TYPES order (None where absent) and drop reasons."""
-        tokens = []
-        drops = None
-        for n, (key, fallback) in enumerate(_TOKEN_KEYS):
-            value = get(key)
-            if value is None and fallback is not None:
-                value = get(fallback)
-            if value is not None and not (value.__class__ is int and 0 <= value <= _MAX_TOKENS):
-                value, reason = c.coerce_count(value)
-                if reason is not None:
-                    drops = (drops or []) + [(_TOKEN_FIELDS[n], reason)]
-            tokens.append(value)
-        return tokens, drops
-
     def _evict(self) -> None:
         items = list(self._runs.items())
         keep = items[len(items) // 2 :]
@@ -324,8 +349,20 @@ def _observe(hist, value) -> None:
         hist.max = value
 
 
+def _coerce_tokens(tokens):
+    """Token counts made usable by :func:`~spanmeter.conventions.coerce_count`, and the drops."""
+    out, drops = [], []
+    for field, value in zip(_TOKEN_FIELDS, tokens):
+        if value is not None:
+            value, reason = c.coerce_count(value)
+            if reason is not None:
+                drops.append((field, reason))
+        out.append(value)
+    return tuple(out), drops
+
+
 def _duration(span):
-    """(seconds, None) or (None / clamped value, (field, reason)) for a span's duration."""
+    """(seconds, None), or the value to use and a (field, reason) drop for a bad duration."""
     start, end = span.start_time, span.end_time
     if start.__class__ is not int or end.__class__ is not int:
         return None, ("duration", "missing_timestamps")

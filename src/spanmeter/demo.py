@@ -1,0 +1,372 @@
+"""``spanmeter demo``: a fake OpenAI-compatible LLM server and a workload of agents.
+
+Everything runs on loopback in this process: a real HTTP server speaking the OpenAI
+chat-completions wire format (latency per model, some slow calls, some rate limits),
+three agents that call it over real HTTP under spanmeter's emit API, tools that
+sometimes fail or time out, and spanmeter's ``/metrics`` endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# --- the fake LLM server ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    latency: float  # typical seconds per call
+    reasoning: bool = False
+
+
+MODELS = {
+    "gpt-4o-mini": ModelProfile(0.15),
+    "gpt-4o": ModelProfile(0.45),
+    "claude-sonnet-4-5": ModelProfile(0.6),
+    "o3-mini": ModelProfile(1.2, reasoning=True),
+}
+SLOW_SHARE = 0.05  # calls that take six times longer
+RATE_LIMIT_SHARE = 0.02
+SERVER_ERROR_SHARE = 0.01
+
+
+class _LLMHandler(BaseHTTPRequestHandler):
+    server: FakeLLMServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            request = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return self._send(400, {"error": {"type": "invalid_request_error", "message": "body is not JSON"}})
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            return self._send(404, {"error": {"type": "not_found", "message": self.path}})
+        self._send(*self.server.complete(request))
+
+
+class FakeLLMServer(ThreadingHTTPServer):
+    """An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted behaviour."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int = 0, *, seed: int = 7, time_scale: float = 1.0):
+        super().__init__(("127.0.0.1", port), _LLMHandler)
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self.time_scale = time_scale
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def start(self) -> FakeLLMServer:
+        threading.Thread(target=self.serve_forever, name="fake-llm", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def complete(self, request: dict) -> tuple[int, dict]:
+        model = str(request.get("model", "gpt-4o-mini"))
+        profile = MODELS.get(model, ModelProfile(0.3))
+        with self._rng_lock:
+            roll = self._rng.random()
+            jitter = self._rng.lognormvariate(0.0, 0.35)
+            slow = self._rng.random() < SLOW_SHARE
+            cached_share = self._rng.choice((0.0, 0.0, 0.5, 0.8))
+            out_tokens = self._rng.randint(40, 400)
+        if roll < RATE_LIMIT_SHARE:
+            time.sleep(0.02 * self.time_scale)
+            return 429, {"error": {"type": "rate_limit_error", "code": "rate_limit_exceeded",
+                                   "message": "Rate limit reached"}}  # fmt: skip
+        if roll < RATE_LIMIT_SHARE + SERVER_ERROR_SHARE:
+            return 500, {"error": {"type": "server_error", "message": "The server had an error"}}
+        time.sleep(profile.latency * jitter * (6 if slow else 1) * self.time_scale)
+        prompt = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
+        prompt_tokens = 200 + prompt // 4
+        reasoning = out_tokens * 2 if profile.reasoning else 0
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": out_tokens + reasoning,
+            "total_tokens": prompt_tokens + out_tokens + reasoning,
+            "prompt_tokens_details": {"cached_tokens": int(prompt_tokens * cached_share)},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+        return 200, {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": f"{model}-2025-01-01",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "ok " * (out_tokens // 10)}}],
+            "usage": usage,
+        }  # fmt: skip
+
+
+# --- the agents ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolProfile:
+    latency: float
+    error_share: float
+    timeout_share: float
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    models: tuple[str, ...]
+    tools: dict[str, ToolProfile]
+    max_steps: int
+    escalation_share: float
+
+
+AGENTS = {
+    "support": AgentProfile(
+        ("gpt-4o-mini", "gpt-4o"),
+        {"search_orders": ToolProfile(0.05, 0.02, 0.01), "lookup_kb": ToolProfile(0.12, 0.01, 0.0),
+         "issue_refund": ToolProfile(0.3, 0.12, 0.03)},
+        3, 0.12),
+    "research": AgentProfile(
+        ("gpt-4o", "o3-mini"),
+        {"web_search": ToolProfile(0.4, 0.04, 0.06), "fetch_page": ToolProfile(0.2, 0.08, 0.02)},
+        4, 0.02),
+    "billing": AgentProfile(
+        ("claude-sonnet-4-5", "gpt-4o-mini"),
+        {"get_invoice": ToolProfile(0.08, 0.01, 0.0), "charge_card": ToolProfile(0.5, 0.05, 0.05)},
+        2, 0.2),
+}  # fmt: skip
+TOOL_TIMEOUT = 1.0  # seconds a tool may take before it is abandoned
+
+
+class ProviderError(Exception):
+    """An error response from the LLM server."""
+
+    def __init__(self, status: int, code: str):
+        super().__init__(f"HTTP {status}: {code}")
+        self.status = status
+        self.code = code
+
+
+def chat(base_url: str, model: str, messages: list[dict], timeout: float = 30.0) -> dict:
+    """POST a chat completion over real HTTP; raise ProviderError on an error response."""
+    body = json.dumps({"model": model, "messages": messages}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read()).get("error", {})
+        except ValueError:
+            error = {}
+        raise ProviderError(exc.code, str(error.get("code") or error.get("type") or exc.code)) from None
+
+
+@dataclass
+class Tally:
+    """What the workload did, for the progress line."""
+
+    runs: dict[str, int] = field(default_factory=lambda: {"success": 0, "error": 0, "timeout": 0})
+    model_calls: int = 0
+    tool_calls: int = 0
+    tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **kwargs) -> None:
+        with self.lock:
+            for key, value in kwargs.items():
+                if key in self.runs:
+                    self.runs[key] += value
+                else:
+                    setattr(self, key, getattr(self, key) + value)
+
+    def line(self, elapsed: float) -> str:
+        r = self.runs
+        return (
+            f"[{elapsed:6.1f}s] runs {sum(r.values())} (ok {r['success']}, error {r['error']}, "
+            f"timeout {r['timeout']}) | model calls {self.model_calls} | tool calls {self.tool_calls} "
+            f"| tokens {self.tokens:,}"
+        )
+
+
+class Workload:
+    """Agent runs against the fake server, instrumented with a :class:`~spanmeter.Spanmeter`."""
+
+    def __init__(self, meter, base_url: str, *, seed: int = 11, time_scale: float = 1.0):
+        self.meter = meter
+        self.base_url = base_url
+        self.time_scale = time_scale
+        self.tally = Tally()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._conversations: dict[str, tuple[str, int]] = {}  # id -> (agent, turns)
+
+    def _roll(self) -> float:
+        with self._lock:
+            return self._rng.random()
+
+    def _pick(self, options):
+        with self._lock:
+            return self._rng.choice(list(options))
+
+    def run_once(self, agent: str | None = None) -> str:
+        """One agent run; returns its status."""
+        agent = agent or self._pick(AGENTS)
+        profile = AGENTS[agent]
+        conversation = self._conversation(agent)
+        status = "success"
+        try:
+            with self.meter.agent_run(agent, conversation_id=conversation):
+                self._steps(agent, profile)
+        except TimeoutError:
+            status = "timeout"
+        except Exception:
+            status = "error"
+        self.tally.add(**{status: 1})
+        self._maybe_end_conversation(conversation, profile)
+        return status
+
+    def _steps(self, agent: str, profile: AgentProfile) -> None:
+        messages = [{"role": "user", "content": f"help me with my {agent} question " * 5}]
+        steps = 1 + int(self._roll() * profile.max_steps)
+        for step in range(steps):
+            model = profile.models[0] if self._roll() < 0.75 else profile.models[-1]
+            self._model(model, messages)
+            if step < steps - 1:
+                tool = self._pick(profile.tools)
+                try:
+                    self._tool(tool, profile.tools[tool])
+                except TimeoutError:
+                    if self._roll() < 0.5:  # half the time the agent gives up
+                        raise
+                messages.append({"role": "tool", "content": f"result of {tool} " * 20})
+
+    def _model(self, model: str, messages: list[dict]) -> None:
+        with self.meter.model_call(model, provider="openai") as call:
+            self.tally.add(model_calls=1)
+            try:
+                response = chat(self.base_url, model, messages)
+            except ProviderError as exc:
+                call.fail(exc.code)
+                raise
+            usage = response["usage"]
+            call.record_usage(
+                input_tokens=usage["prompt_tokens"],
+                output_tokens=usage["completion_tokens"],
+                cache_read_tokens=usage["prompt_tokens_details"]["cached_tokens"],
+                reasoning_tokens=usage["completion_tokens_details"]["reasoning_tokens"],
+            )
+            call.record_response(
+                model=response["model"], finish_reasons=[c["finish_reason"] for c in response["choices"]]
+            )
+            self.tally.add(tokens=usage["prompt_tokens"] + usage["completion_tokens"])
+
+    def _tool(self, tool: str, profile: ToolProfile) -> None:
+        with self.meter.tool_call(tool, tool_type="function"):
+            self.tally.add(tool_calls=1)
+            roll = self._roll()
+            if roll < profile.timeout_share:
+                time.sleep(TOOL_TIMEOUT * self.time_scale)
+                raise TimeoutError(f"{tool} did not answer in {TOOL_TIMEOUT}s")
+            time.sleep(profile.latency * (0.5 + self._roll()) * self.time_scale)
+            if roll < profile.timeout_share + profile.error_share:
+                raise RuntimeError(f"{tool} failed")
+
+    def _conversation(self, agent: str) -> str:
+        with self._lock:
+            for cid, (owner, _turns) in self._conversations.items():
+                if owner == agent and self._rng.random() < 0.6:
+                    return cid
+            cid = uuid.uuid4().hex
+            self._conversations[cid] = (agent, 0)
+            return cid
+
+    def _maybe_end_conversation(self, cid: str, profile: AgentProfile) -> None:
+        with self._lock:
+            agent, turns = self._conversations[cid]
+            turns += 1
+            if self._rng.random() < 0.35 or turns >= 12:
+                del self._conversations[cid]
+                escalated = self._rng.random() < profile.escalation_share
+            else:
+                self._conversations[cid] = (agent, turns)
+                return
+        self.meter.record_conversation(agent, turns=turns, escalated=escalated)
+
+
+def run_demo(
+    *,
+    duration: float = 0.0,
+    rate: float = 4.0,
+    host: str | None = None,
+    port: int | None = None,
+    out=print,
+) -> int:
+    """Serve metrics and drive the workload until ``duration`` seconds or Ctrl-C."""
+    import spanmeter
+
+    llm = FakeLLMServer().start()
+    meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port)
+    workload = Workload(meter, llm.base_url)
+    mhost, mport = meter.address
+    out("spanmeter demo")
+    out(f"  metrics : {meter.metrics_url}")
+    out(f"  fake LLM: {llm.base_url} (OpenAI chat completions)")
+    out("  scrape it from Prometheus with:")
+    out("    scrape_configs:")
+    out("      - job_name: spanmeter-demo")
+    out(f'        static_configs: [{{targets: ["{mhost}:{mport}"]}}]')
+    out(f"  {rate:g} agent runs/s" + (f" for {duration:g}s" if duration else "") + "; Ctrl-C stops.")
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="agent")
+    started = time.monotonic()
+    next_line = started + 2.0
+    interval = 1.0 / rate if rate > 0 else 1.0
+    try:
+        next_run = started
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration and now - started >= duration:
+                break
+            if now >= next_run:
+                pool.submit(workload.run_once)
+                next_run += interval
+            if now >= next_line:
+                out(workload.tally.line(now - started))
+                next_line += 2.0
+            time.sleep(min(0.05, max(0.0, next_run - time.monotonic())))
+    except KeyboardInterrupt:
+        out("stopping (Ctrl-C) ...")
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        out(workload.tally.line(time.monotonic() - started))
+        spanmeter.shutdown()
+        llm.stop()
+        out("stopped.")
+    return 0
