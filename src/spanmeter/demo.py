@@ -330,8 +330,8 @@ def run_demo(
     """Serve metrics and drive the workload until ``duration`` seconds or Ctrl-C."""
     import spanmeter
 
-    llm = FakeLLMServer().start()
     meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port)
+    llm = FakeLLMServer().start()
     workload = Workload(meter, llm.base_url)
     mhost, mport = meter.address
     out("spanmeter demo")

@@ -126,6 +126,11 @@ class SpanmeterProcessor(SpanProcessor):
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
 
+    @property
+    def open_spans(self) -> int:
+        """Spans under agent runs that started and have not ended yet (bounded)."""
+        return len(self._runs)
+
     def shutdown(self) -> None:
         self._stopped = True
         self._runs = {}

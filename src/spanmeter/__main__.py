@@ -1,0 +1,3 @@
+from spanmeter.cli import main
+
+raise SystemExit(main())
