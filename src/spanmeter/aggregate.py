@@ -100,9 +100,16 @@ _BOUNDS = {
 
 
 class ModelSeries:
-    """One (agent, model, provider, operation, response model, error type) combination."""
+    """One (agent, model, provider, operation, response model, error type) combination.
 
-    __slots__ = ("dims", "count", "duration", "tokens", "token_input", "token_output", "cost")
+    ``cost`` is an integer of femto-dollars: sums of
+    many tiny costs stay exact (:data:`~spanmeter.catalog.COST_DIVISOR`).
+    """
+
+    __slots__ = (
+        "dims", "count", "duration", "tokens", "token_input", "token_output", "cost",
+        "priced", "unpriced_calls", "unpriced_tokens",
+    )  # fmt: skip
 
     def __init__(self, dims):
         self.dims = dims
@@ -111,7 +118,10 @@ class ModelSeries:
         self.tokens = [0] * len(TOKEN_TYPES)
         self.token_input = _hist("model", "token_usage")
         self.token_output = _hist("model", "token_usage")
-        self.cost = 0.0
+        self.cost = 0
+        self.priced = False
+        self.unpriced_calls = 0
+        self.unpriced_tokens = [0] * len(TOKEN_TYPES)
 
     def snapshot(self, now: float) -> dict:
         return {
@@ -119,7 +129,10 @@ class ModelSeries:
             "duration": self.duration.snapshot(),
             "tokens": list(self.tokens),
             "token_usage": (self.token_input.snapshot(), self.token_output.snapshot()),
-            "cost": self.cost,
+            # no cost point for a series that was never priced: absent is not $0
+            "cost": self.cost if self.priced else None,
+            "unpriced_calls": self.unpriced_calls if self.unpriced_calls else None,
+            "unpriced_tokens": list(self.unpriced_tokens) if self.unpriced_calls else None,
         }
 
 
@@ -136,7 +149,7 @@ class ToolSeries:
 
 
 class AgentSeries:
-    __slots__ = ("dims", "count", "duration", "inference_calls", "tool_calls", "tokens")
+    __slots__ = ("dims", "count", "duration", "inference_calls", "tool_calls", "tokens", "cost")
 
     def __init__(self, dims):
         self.dims = dims
@@ -145,14 +158,17 @@ class AgentSeries:
         self.inference_calls = _hist("agent", "inference_calls")
         self.tool_calls = _hist("agent", "tool_calls")
         self.tokens = _hist("agent", "tokens")
+        self.cost = _hist("agent", "cost")  # runs with at least one priced call
 
     def snapshot(self, now: float) -> dict:
+        cost = self.cost.snapshot()
         return {
             "count": self.count,
             "duration": self.duration.snapshot(),
             "inference_calls": self.inference_calls.snapshot(),
             "tool_calls": self.tool_calls.snapshot(),
             "tokens": self.tokens.snapshot(),
+            "cost": cost if sum(cost[0]) else None,
         }
 
 
@@ -230,6 +246,18 @@ class CountSeries:
 
     def snapshot(self, now: float) -> dict:
         return {"count": self.count}
+
+
+class InfoSeries:
+    """A constant 1 whose labels carry the information (an info metric)."""
+
+    __slots__ = ("dims",)
+
+    def __init__(self, dims):
+        self.dims = dims
+
+    def snapshot(self, now: float) -> dict:
+        return {"value": 1}
 
 
 class LabelGuard:
@@ -315,6 +343,8 @@ class State:
             "overflow": Table("overflow", CountSeries),
             "faults": Table("faults", CountSeries),
             "evictions": Table("evictions", CountSeries),
+            "price_sources": Table("price_sources", CountSeries),
+            "price_catalogue": Table("price_catalogue", InfoSeries),
         }
         # Zero-valued health series exist from the start so alerts on them can fire.
         self.count_locked("faults", (), 0)
@@ -433,6 +463,8 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
                 groups[group] = [a + v for a, v in zip(acc or [0] * len(fan), value)]
             else:
                 groups[group] = [(acc[0] if acc else 0) + value]
+        if spec.divisor != 1:
+            groups = {g: [v / spec.divisor for v in values] for g, values in groups.items()}
         points = []
         for group, values in groups.items():
             base = {k: v for k, v in zip(keys, group) if v is not None}

@@ -35,6 +35,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "overflow": ("label",),
     "faults": (),
     "evictions": (),
+    "price_sources": ("source",),
+    "price_catalogue": ("catalogue", "version"),
 }
 
 # --- buckets ---------------------------------------------------------------------------
@@ -60,6 +62,12 @@ TOOL_CALLS_PER_RUN_BUCKETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0
 TOKENS_PER_RUN_BUCKETS = (
     100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6,
 )  # fmt: skip
+COST_PER_RUN_BUCKETS = (
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+)  # fmt: skip
+#: Costs are summed as integers of femto-dollars (1e-15 $), so a million tiny costs add
+#: up exactly; the exported value is that integer divided by this (correctly rounded).
+COST_DIVISOR = 10**15
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
     fan_out: tuple[str, tuple[str, ...]] | None = None
     family: str = "article"
+    divisor: int = 1  # exported value = stored integer / divisor
 
     @property
     def exposed_name(self) -> str:
@@ -131,6 +140,21 @@ METRICS: tuple[MetricSpec, ...] = (
                "Tokens used, by type: input (includes cache reads and writes), output "
                "(includes reasoning), cache_read, cache_write, reasoning.",
                "model", "tokens", (_A, _M), fan_out=("token_type", TOKEN_TYPES)),
+    # --- cost ---
+    MetricSpec("agent_estimated_cost_dollars", COUNTER, "{USD}",
+               "Estimated cost of model inference in US dollars (the article's counter, as "
+               "Prometheus exposes it).",
+               "model", "cost", (_A, _M), divisor=COST_DIVISOR),
+    MetricSpec("agent_cost_per_run_dollars", HISTOGRAM, "{USD}",
+               "Estimated cost of one agent run in US dollars (cost per interaction).",
+               "agent", "cost", (_A,), COST_PER_RUN_BUCKETS),
+    MetricSpec("agent_unpriced_calls", COUNTER, "{call}",
+               "Inference calls with token usage that could not be priced (no price known "
+               "for the model): their cost is missing from agent_estimated_cost_dollars_total.",
+               "model", "unpriced_calls", (_M,)),
+    MetricSpec("agent_unpriced_tokens", COUNTER, "{token}",
+               "Tokens of the inference calls that could not be priced, by type.",
+               "model", "unpriced_tokens", (_M,), fan_out=("token_type", TOKEN_TYPES)),
     # --- tools ---
     MetricSpec("agent_tool_calls", COUNTER, "{call}",
                "Tool calls by outcome (success, error, timeout).",
@@ -190,6 +214,14 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("spanmeter_processor_errors", COUNTER, "{error}",
                "Unexpected exceptions caught inside spanmeter (never raised into the app).",
                "faults", "count", (), family="self"),
+    MetricSpec("spanmeter_priced_calls", COUNTER, "{call}",
+               "Inference calls priced, by where the price came from (span: cost attribute on "
+               "the span; override: the user's price file; catalogue: genai-prices).",
+               "price_sources", "count", (("source", "source"),), family="self"),
+    MetricSpec("spanmeter_price_catalogue_info", GAUGE, "1",
+               "The price catalogue in use and its version or date (value is always 1).",
+               "price_catalogue", "value", (("catalogue", "catalogue"), ("version", "version")),
+               family="self"),
     MetricSpec("spanmeter_open_spans_evicted", COUNTER, "{span}",
                "Open spans forgotten because too many were open at once (runs that never end).",
                "evictions", "count", (), family="self"),
