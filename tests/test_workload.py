@@ -115,6 +115,7 @@ def test_every_catalogue_metric_is_exposed_with_its_name_type_and_labels(meter, 
     _sync_workload(meter)
     meter.record_quality("support", "groundedness", 0.8)
     meter.record_conversation("support", turns=4, escalated=True)
+    meter.processor.record_evaluation("support", "done")  # what the evaluator records
     with meter.model_call("acme-private-llm") as call:  # a model no catalogue knows: unpriced
         call.record_usage(input_tokens=5)
     s = scrape()
