@@ -363,6 +363,7 @@ class State:
             "faults": Table("faults", CountSeries),
             "evictions": Table("evictions", CountSeries),
             "evaluations": Table("evaluations", CountSeries),
+            "no_usage": Table("no_usage", CountSeries),
             "conversation_ends": Table("conversation_ends", CountSeries),
             "open_conversations": Table("open_conversations", ValueSeries),
             "price_sources": Table("price_sources", CountSeries),

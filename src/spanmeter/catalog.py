@@ -36,6 +36,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "faults": (),
     "evictions": (),
     "evaluations": ("agent", "status"),
+    "no_usage": ("model",),
     "conversation_ends": ("reason",),
     "open_conversations": (),
     "price_sources": ("source",),
@@ -233,6 +234,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "The price catalogue in use and its version or date (value is always 1).",
                "price_catalogue", "value", (("catalogue", "catalogue"), ("version", "version")),
                family="self"),
+    MetricSpec("spanmeter_inference_without_usage", COUNTER, "{call}",
+               "Inference calls whose spans carried no token usage (unknown is not zero: their "
+               "tokens and cost are missing from the token and cost metrics).",
+               "no_usage", "count", (_M,), family="self"),
     MetricSpec("spanmeter_conversations_ended", COUNTER, "{conversation}",
                "Conversations followed by gen_ai.conversation.id that ended, by how: app (the "
                "application ended it), idle (no turn for the idle timeout), evicted (too many open).",
