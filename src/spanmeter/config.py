@@ -29,6 +29,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from spanmeter import __version__
+from spanmeter import otlp as _otlp
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
 from spanmeter.export import PrometheusReader
 from spanmeter.processor import SpanmeterProcessor
@@ -88,14 +89,16 @@ class Spanmeter:
     Build it with :func:`setup` or :func:`configure`.
     """
 
-    def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider):
+    def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider, push=None):
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processor = processor
-        self.reader = reader
+        self.reader = reader  # the Prometheus reader, None with prometheus=False
+        self.push = push  # spanmeter.otlp.Push, None without otlp=True
         self._server = server
         self._owns_meter_provider = owns_meter_provider
         self._closed = False
+        self.pid = os.getpid()
 
     @property
     def state(self):
@@ -144,6 +147,15 @@ class Spanmeter:
         if self._closed:
             return
         self._closed = True
+        if self.pid != os.getpid():
+            # Inherited through fork: release this process's copies only (the serving
+            # thread and the export connections belong to the parent).
+            self.processor.shutdown()
+            if self._server is not None:
+                self._server.server_close()
+            return
+        if self.push is not None:
+            self.push.flush()
         self.processor.shutdown()
         if self._server is not None:
             self._server.shutdown()
@@ -151,7 +163,11 @@ class Spanmeter:
         if self._owns_meter_provider:
             self.meter_provider.shutdown()
         else:
-            self.meter_provider.remove_metric_reader(self.reader)
+            for reader in (self.reader, self.push and self.push.reader):
+                if reader is not None:
+                    self.meter_provider.remove_metric_reader(reader)
+        if self.push is not None:
+            self.push.shutdown()
 
 
 def setup(
@@ -168,6 +184,14 @@ def setup(
     max_open_spans: int = 100_000,
     quality_window_seconds: float = 3600.0,
     escalation_window_seconds: float = 3600.0,
+    # OTLP push, see spanmeter.otlp
+    prometheus: bool = True,
+    otlp: bool = False,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    otlp_interval_seconds: float | None = None,
+    otlp_headers: dict[str, str] | None = None,
+    otlp_spans: bool = False,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
@@ -175,7 +199,18 @@ def setup(
     ``meter_provider``: an SDK provider to add the reader to (a new one if None).
     ``registry``: the ``prometheus_client`` registry to serve (its global one if None).
     ``start_server=False`` serves nothing: read the registry yourself.
+    ``prometheus=False`` leaves the Prometheus reader out (OTLP push alone).
+    ``otlp=True`` pushes by OTLP on an interval (:mod:`spanmeter.otlp` for the ``otlp_*``
+    options and their ``OTEL_EXPORTER_OTLP_*`` variables); ``otlp_spans=True`` exports the
+    spans too.
     """
+    push_settings = _otlp.settings(otlp, endpoint=otlp_endpoint, protocol=otlp_protocol,
+                                   interval_seconds=otlp_interval_seconds, headers=otlp_headers,
+                                   spans=otlp_spans)  # fmt: skip
+    if not prometheus:
+        if push_settings is None:
+            raise ConfigurationError("prometheus=False and no otlp=True: nothing would export; turn one on")
+        start_server = False
     if host is not None or port is not None or start_server:
         host, port = resolve_endpoint(host, port)
     limits = _check_label_limits(label_limits)
@@ -186,6 +221,8 @@ def setup(
     if resource is None:
         base = tracer_provider.resource if tracer_provider is not None else Resource.create()
         resource = base.merge(Resource({"service.name": service_name})) if service_name else base
+    if push_settings is not None:
+        resource = _otlp.instance_resource(resource)
 
     state = State(
         label_limits=limits,
@@ -197,12 +234,17 @@ def setup(
         tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(processor)
 
-    reader = PrometheusReader(state=state, resource=resource, registry=registry)
+    reader = PrometheusReader(state=state, resource=resource, registry=registry) if prometheus else None
+    push = _otlp.Push(push_settings, state=state, resource=resource) if push_settings is not None else None
+    readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None
     if owns:
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     else:
-        meter_provider.add_metric_reader(reader)
+        for r in readers:
+            meter_provider.add_metric_reader(r)
+    if push is not None and push.span_processor is not None:
+        tracer_provider.add_span_processor(push.span_processor)
     _register_info(meter_provider)
 
     server = None
@@ -212,8 +254,14 @@ def setup(
         try:
             server, _thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
         except OSError as exc:
-            meter_provider.shutdown() if owns else meter_provider.remove_metric_reader(reader)
+            if owns:
+                meter_provider.shutdown()
+            else:
+                for r in readers:
+                    meter_provider.remove_metric_reader(r)
             processor.shutdown()
+            if push is not None:
+                push.shutdown()
             raise ConfigurationError(
                 f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
                 f"port with port=... or {ENV_PORT}"
@@ -225,6 +273,7 @@ def setup(
         reader=reader,
         server=server,
         owns_meter_provider=owns,
+        push=push,
     )
 
 
@@ -253,7 +302,9 @@ def configure(**kwargs) -> Spanmeter:
     global _default
     with _lock:
         if _default is not None:
-            return _default
+            if _default.pid == os.getpid():
+                return _default
+            _default.shutdown()  # inherited through fork: this worker gets its own
         if kwargs.get("tracer_provider") is None:
             current = trace.get_tracer_provider()
             if isinstance(current, TracerProvider):
