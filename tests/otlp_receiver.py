@@ -94,6 +94,7 @@ class _Store:
         self._lock = threading.Lock()
         self.metric_requests: list = []
         self.span_requests: list = []
+        self.headers: list[dict] = []  # HTTP headers of each request (OTLP/HTTP only)
 
     def add_metrics(self, request) -> None:
         with self._lock:
@@ -139,6 +140,17 @@ class _Store:
         """What ``sum(metric{attrs})`` over every worker shows once the last pushes arrived."""
         return sum(self.per_instance(metric, **attrs).values())
 
+    def requests_by_instance(self) -> dict[str | None, int]:
+        """How many metric export requests each instance sent."""
+        with self._lock:
+            requests = list(self.metric_requests)
+        counts: dict[str | None, int] = {}
+        for r in requests:
+            for rm in r.resource_metrics:
+                instance = attributes(rm.resource.attributes).get("service.instance.id")
+                counts[instance] = counts.get(instance, 0) + 1
+        return counts
+
     def instances(self) -> set:
         return {p.instance for p in self.points()}
 
@@ -161,6 +173,7 @@ class OtlpHttpReceiver(_Store):
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                store.headers.append({k.lower(): v for k, v in self.headers.items()})
                 encoding = self.headers.get("Content-Encoding", "")
                 if encoding == "gzip":
                     body = gzip.decompress(body)
