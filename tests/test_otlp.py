@@ -210,3 +210,12 @@ def test_an_unreachable_collector_never_raises_into_the_application(monkeypatch)
     workload.run(1, api=meter)  # the app's work goes on
     meter.shutdown()  # the failed flush is logged by the exporter, not raised
     assert meter.state.snapshot()["faults"] == [((), {"count": 0})]
+
+
+def test_a_missing_exporter_package_is_a_configuration_error_naming_the_extra(monkeypatch):
+    real = otlp.importlib.util.find_spec
+    monkeypatch.setattr(otlp.importlib.util, "find_spec",
+                        lambda name, *a: None if name.endswith(".proto.grpc") else real(name, *a))  # fmt: skip
+    with pytest.raises(ConfigurationError, match=r"needs opentelemetry-exporter-otlp-proto-grpc: pip install 'spanmeter\[otlp\]'"):
+        otlp.resolve(protocol="grpc", environ={})
+    assert otlp.resolve(environ={}).metrics_protocol == "http/protobuf"  # the other one is still there
