@@ -117,6 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             request = {}
         path = self.path.split("?", 1)[0]
+        if not isinstance(request, dict):
+            return self._json(400, {"error": {"message": "body must be a JSON object", "type": "invalid_request"}})
         self.server.requests.append((self.path, request))
         if path.endswith("/chat/completions"):
             return self._openai_chat(request)
