@@ -446,13 +446,14 @@ class _Edges:
 
     def add(self, data) -> None:
         self.size += len(data)
-        if len(self.head) < DOC_LIMIT and not self.tail:
+        if not self.tail:
             room = DOC_LIMIT - len(self.head)
+            if len(data) <= room:
+                self.head += data
+                return
+            # Past the limit: keep EDGE bytes of head; the rest starts the tail.
             self.head += data[:room]
             data = data[room:]
-            if not data:
-                return
-            # Past the limit: keep EDGE bytes of head, the rest starts the tail.
             self.tail.append(bytes(self.head[EDGE:]))
             self.tail_len = len(self.head) - EDGE
             del self.head[EDGE:]
