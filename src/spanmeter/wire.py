@@ -584,6 +584,16 @@ class BodyReader:
         if self._doc is not None:
             self._doc.add(data)
             return
+        # Fast path (most chunks of a stream): whole content-delta events, nothing pending,
+        # nothing a reader needs in them. Anything else goes through the line parser.
+        if (
+            self._events
+            and not self._line
+            and not self._data
+            and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
+            and not self._wanted(data)
+        ):
+            return
         # SSE: split into lines; keep the unfinished one (bounded).
         start = 0
         find = data.find
@@ -625,6 +635,16 @@ class BodyReader:
         elif line.startswith(b"event:"):
             self._event = line[6:].strip()
         # comments (":...") and other fields (id, retry) are ignored
+
+    def _wanted(self, data) -> bool:
+        """Whether a run of whole events may hold something a reader needs (no false negatives)."""
+        api = self.api
+        if api == ANTHROPIC_MESSAGES:
+            return b"message_" in data or b"error" in data
+        if api == OPENAI_RESPONSES:
+            return b"response.created" in data or b"response.completed" in data or b"response.incomplete" in data \
+                or b"response.failed" in data or b"error" in data
+        return b"[DONE]" in data or self._INTERESTING.search(data) is not None
 
     _INTERESTING = re.compile(rb'"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
     _ANTHROPIC_EVENTS = (b"message_start", b"message_delta", b"message_stop", b"error")
