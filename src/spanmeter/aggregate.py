@@ -357,6 +357,8 @@ class State:
         self.spans_agent = spans[("agent",)] = CountSeries(("agent",))
         self.spans_inference = spans[("inference",)] = CountSeries(("inference",))
         self.spans_tool = spans[("tool",)] = CountSeries(("tool",))
+        sources = self.tables["price_sources"].series
+        self.priced_by = {s: sources.setdefault((s,), CountSeries((s,))) for s in ("span", "override", "catalogue")}
 
     # --- series lookup ---------------------------------------------------------------
     def series_locked(self, table: Table, raw: tuple):
@@ -390,6 +392,14 @@ class State:
         if series is None:
             series = t.series[dims] = CountSeries(dims)
         series.count += n
+
+    def set_info(self, table: str, dims: tuple | None) -> None:
+        """Make ``dims`` the one series of an info table (none when ``dims`` is None)."""
+        with self.lock:
+            series = self.tables[table].series
+            series.clear()
+            if dims is not None:
+                series[dims] = InfoSeries(dims)
 
     def count(self, table: str, dims: tuple, n: int = 1) -> None:
         with self.lock:

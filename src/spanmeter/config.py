@@ -30,7 +30,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanmeter import __version__
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
+from spanmeter.errors import ConfigurationError
 from spanmeter.export import PrometheusReader
+from spanmeter.pricing import Pricer, catalogue_version
 from spanmeter.processor import SpanmeterProcessor
 
 _log = logging.getLogger("spanmeter")
@@ -38,10 +40,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
 ENV_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
 ENV_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
-
-
-class ConfigurationError(ValueError):
-    """A setting spanmeter cannot use; the message names the setting and the fix."""
 
 
 def _port(value, source: str) -> int:
@@ -145,6 +143,8 @@ class Spanmeter:
             return
         self._closed = True
         self.processor.shutdown()
+        if self.processor.pricer is not None:
+            self.processor.pricer.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -168,6 +168,10 @@ def setup(
     max_open_spans: int = 100_000,
     quality_window_seconds: float = 3600.0,
     escalation_window_seconds: float = 3600.0,
+    prices=None,
+    price_catalogue: bool = True,
+    update_prices: bool = False,
+    update_prices_url: str | None = None,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
@@ -175,6 +179,10 @@ def setup(
     ``meter_provider``: an SDK provider to add the reader to (a new one if None).
     ``registry``: the ``prometheus_client`` registry to serve (its global one if None).
     ``start_server=False`` serves nothing: read the registry yourself.
+    ``prices``: price overrides, a TOML file path or the same structure as a dict
+    (see :mod:`spanmeter.pricing`); validated now. ``price_catalogue=False`` prices from
+    the overrides and span costs only. ``update_prices=True`` refreshes the genai-prices
+    catalogue from the network hourly (never otherwise).
     """
     if host is not None or port is not None or start_server:
         host, port = resolve_endpoint(host, port)
@@ -187,12 +195,16 @@ def setup(
         base = tracer_provider.resource if tracer_provider is not None else Resource.create()
         resource = base.merge(Resource({"service.name": service_name})) if service_name else base
 
+    pricer = Pricer.create(prices, catalogue=price_catalogue, update=update_prices, update_url=update_prices_url)
     state = State(
         label_limits=limits,
         quality_window=float(quality_window_seconds),
         escalation_window=float(escalation_window_seconds),
     )
-    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans)
+    if price_catalogue:
+        pricer.on_refresh = lambda: state.set_info("price_catalogue", ("genai-prices", catalogue_version()))
+        pricer.on_refresh()
+    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer)
     if tracer_provider is None:
         tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(processor)
@@ -214,6 +226,7 @@ def setup(
         except OSError as exc:
             meter_provider.shutdown() if owns else meter_provider.remove_metric_reader(reader)
             processor.shutdown()
+            pricer.stop()
             raise ConfigurationError(
                 f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
                 f"port with port=... or {ENV_PORT}"

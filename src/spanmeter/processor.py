@@ -25,6 +25,7 @@ from opentelemetry.trace import StatusCode
 
 from spanmeter import conventions as c
 from spanmeter.aggregate import State
+from spanmeter.pricing import FEMTO, UNPRICED
 
 _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
@@ -58,7 +59,7 @@ class _Run:
         self.inference_calls = 0
         self.tool_calls = 0
         self.tokens = 0
-        self.cost = 0.0
+        self.cost = None  # femto-dollars, once a call of the run was priced
 
     def agent_name(self):
         if self.agent is None:  # named after it started: read the live span
@@ -69,10 +70,8 @@ class _Run:
 class SpanmeterProcessor(SpanProcessor):
     """Derives the catalogue's metrics from ended spans into a :class:`State`.
 
-    ``pricer``, when given, is called for each inference span as
-    ``pricer(provider, model, response_model, tokens, end_time_ns, attributes)`` with
-    ``tokens`` in :data:`spanmeter.conventions.TOKEN_TYPES` order (None where absent)
-    and returns a cost in dollars or None; it is the hook of the cost metrics.
+    ``pricer`` (a :class:`spanmeter.pricing.Pricer`) prices each inference span; without
+    one, no cost metric is produced.
     """
 
     def __init__(self, state: State | None = None, *, max_open_spans: int = 100_000, pricer=None):
@@ -80,6 +79,7 @@ class SpanmeterProcessor(SpanProcessor):
             raise ValueError(f"max_open_spans must be an int >= 2, got {max_open_spans!r}")
         self.state = state if state is not None else State()
         self.pricer = pricer
+        self._price = pricer.price if pricer is not None else None
         self._max_open = max_open_spans
         self._runs: dict[int, _Run] = {}
         self._stopped = False
@@ -178,9 +178,9 @@ class SpanmeterProcessor(SpanProcessor):
         else:
             duration, drop = _duration(span)
             drops = (drops or []) + [drop]
-        cost = None
-        if self.pricer is not None:
-            cost = self.pricer(provider, model, response_model, (i, o, cr, cw, rs), span.end_time, attrs)
+        priced = None
+        if self._price is not None:
+            priced = self._price(provider, model, response_model, (i, o, cr, cw, rs), end, attrs)
 
         state = self.state
         table = state.model
@@ -226,13 +226,23 @@ class SpanmeterProcessor(SpanProcessor):
                 counts[3] += cw
             if rs is not None:
                 counts[4] += rs
-            if cost is not None:
-                series.cost += cost
+            if priced is not None:
+                if priced is UNPRICED:
+                    series.unpriced_calls += 1
+                    unpriced = series.unpriced_tokens
+                    for n, value in enumerate((i, o, cr, cw, rs)):
+                        if value is not None:
+                            unpriced[n] += value
+                else:
+                    femto, source = priced
+                    series.cost += femto
+                    series.priced = True
+                    state.priced_by[source].count += 1
+                    if run is not None:
+                        run.cost = femto if run.cost is None else run.cost + femto
             if run is not None:
                 run.inference_calls += 1
                 run.tokens += (i or 0) + (o or 0)
-                if cost is not None:
-                    run.cost += cost
             state.spans_inference.count += 1
             if drops:
                 for field_reason in drops:
@@ -288,6 +298,8 @@ class SpanmeterProcessor(SpanProcessor):
                 _observe(series.inference_calls, run.inference_calls)
                 _observe(series.tool_calls, run.tool_calls)
                 _observe(series.tokens, run.tokens)
+                if run.cost is not None:
+                    _observe(series.cost, run.cost / FEMTO)
             state.spans_agent.count += 1
             if drop:
                 state.count_locked("drops", drop)
