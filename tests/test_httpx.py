@@ -25,6 +25,11 @@ from spanmeter.wire import Rule
 from tests.fake_providers import FakeProviders, Usage
 
 MESSAGES = [{"role": "user", "content": "hi"}]
+#: Dollars per million tokens; distinct per token type so that cost depends on the conversion.
+PRICES = {"price": [
+    {"model": "gpt-4o", "input": 2.5, "output": 10, "cache_read": 1.25},
+    {"model": "claude-test-sonnet", "input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75},
+]}  # fmt: skip
 
 
 # --- fixtures (also used by test_httpx_robustness) ----------------------------------------
@@ -39,7 +44,7 @@ def meter(exporter):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instance = spanmeter.setup(service_name="test-agent", port=0, registry=CollectorRegistry(),
-                               tracer_provider=provider)  # fmt: skip
+                               tracer_provider=provider, prices=PRICES, price_catalogue=False)  # fmt: skip
     yield instance
     instance.shutdown()
 
@@ -86,6 +91,10 @@ def test_openai_sdk_sync_json_and_stream_count_exact_tokens_under_the_agent_run(
     assert tokens(scrape, "gpt-4o", agent="support") == {
         "input": 2 * 1234, "output": 2 * 321, "cache_read": 2 * 400, "cache_write": 0, "reasoning": 2 * 111}
     s = scrape()
+    # Per call: 834 uncached input at $2.5/M, 400 cached at $1.25/M, 321 output (reasoning inside) at $10/M.
+    per_call = (834 * 2.5 + 400 * 1.25 + 321 * 10) / 1e6
+    assert s.value("agent_estimated_cost_dollars_total", agent_name="support", model_id="gpt-4o") == pytest.approx(
+        2 * per_call, abs=1e-12)
     assert s.value("model_inference_calls_total", agent_name="support", model_id="gpt-4o") == 2
     assert s.value("agent_inference_calls_per_run_count", agent_name="support") == 1
     assert s.value("agent_inference_calls_per_run_sum", agent_name="support") == 2
@@ -153,6 +162,10 @@ def test_anthropic_sdk_sync_input_tokens_include_cache_reads_and_writes(meter, i
     # GenAI meaning: input = 1000 + 300 cache reads + 200 cache writes, per call.
     assert tokens(scrape, "claude-test-sonnet") == {"input": 2 * 1500, "output": 2 * 250, "cache_read": 2 * 300,
                                                    "cache_write": 2 * 200, "reasoning": 0}  # fmt: skip
+    # Priced as Anthropic bills it: 1000 uncached input, 300 cache reads, 200 cache writes, 250 output.
+    per_call = (1000 * 3 + 300 * 0.3 + 200 * 3.75 + 250 * 15) / 1e6
+    assert scrape().value("agent_estimated_cost_dollars_total", model_id="claude-test-sonnet") == pytest.approx(
+        2 * per_call, abs=1e-12)
     spans = inference_spans(exporter)
     assert [s.attributes["gen_ai.provider.name"] for s in spans] == ["anthropic", "anthropic"]
     assert spans[1].attributes["gen_ai.response.finish_reasons"] == ("end_turn",)

@@ -59,7 +59,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from spanmeter import __version__, wire
 from spanmeter import conventions as c
-from spanmeter.config import ConfigurationError
+from spanmeter.errors import ConfigurationError
 
 __all__ = ["HttpxInstrumentation", "Rule", "instrument"]
 
