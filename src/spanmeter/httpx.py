@@ -94,12 +94,15 @@ class _Tracker(SpanProcessor):
             pass
 
     def on_end(self, span) -> None:
-        if self.open_inferences:
-            self.open_inferences.pop(span.context.span_id, None)
-        if self.pending:
-            call = self.pending.pop(span.context.span_id, None)
-            if call is not None:
-                call.finish(error_type=_failure_of(span))
+        try:
+            if self.open_inferences:
+                self.open_inferences.pop(span.context.span_id, None)
+            if self.pending:
+                call = self.pending.pop(span.context.span_id, None)
+                if call is not None:
+                    call.finish(error_type=_failure_of(span))
+        except Exception:  # deliberate: never break the application
+            pass
 
     def shutdown(self) -> None:
         self.active = False
