@@ -64,13 +64,25 @@ def test_two_side_by_side_spans_of_one_response_count_once(meter, scrape):
     tracer = meter.tracer_provider.get_tracer("t")
     parent = _span(tracer, "handler", {})
     with_id = {**CHAT, **USAGE, "gen_ai.response.id": "chatcmpl-123"}
-    _span(tracer, "chat gpt-4o", with_id, parent).end()  # e.g. the SDK's own span
-    _span(tracer, "openai.chat", with_id, parent).end()  # another instrumentation's sibling span
+    sdk = _span(tracer, "chat gpt-4o", with_id, parent)  # e.g. the SDK's own span ...
+    other = _span(tracer, "openai.chat", with_id, parent)  # ... and another instrumentation's, side by side
+    sdk.end()
+    other.end()
     _span(tracer, "chat gpt-4o", {**with_id, "gen_ai.response.id": "chatcmpl-456"}, parent).end()  # another call
     parent.end()
     s = scrape()
     assert s.total("model_inference_calls_total", model_id="gpt-4o") == 2
     assert s.total("agent_token_usage_total", model_id="gpt-4o", token_type="input") == 2000
+
+
+def test_a_server_reusing_response_ids_does_not_merge_separate_calls(meter, scrape):
+    tracer = meter.tracer_provider.get_tracer("t")
+    attrs = {**CHAT, **USAGE, "gen_ai.response.id": "chatcmpl-constant"}
+    t = 1_800_000_000 * 10**9
+    for n in range(3):  # one after the other, same id (a mock or a careless gateway)
+        tracer.start_span("chat gpt-4o", attributes=attrs, start_time=t + n * 10**9).end(end_time=t + n * 10**9 + 5 * 10**8)
+    s = scrape()
+    assert s.total("model_inference_calls_total", model_id="gpt-4o") == 3
 
 
 def test_calls_without_usage_are_counted_but_not_their_tokens(meter, scrape):

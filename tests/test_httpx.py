@@ -108,6 +108,9 @@ def test_openai_sdk_sync_json_and_stream_count_exact_tokens_under_the_agent_run(
     ttfc = stream_span.attributes["gen_ai.response.time_to_first_chunk"]
     assert 0 < ttfc <= (stream_span.end_time - stream_span.start_time) / 1e9
     assert stream_span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert s.value("gen_ai_client_operation_time_to_first_chunk_seconds_count", gen_ai_request_model="gpt-4o") == 1
+    assert s.value("gen_ai_client_operation_time_to_first_chunk_seconds_sum", gen_ai_request_model="gpt-4o") == (
+        pytest.approx(ttfc))
 
 
 def test_openai_sdk_async_json_and_stream(meter, instrumented, providers, scrape, exporter):

@@ -109,7 +109,7 @@ def kind_of(attributes) -> int | None:
 RECORD_FIELDS = (
     "kind", "operation", "agent", "model", "response_model", "provider", "tool", "tool_type",
     "error_type", "conversation", "response_id",
-    "input", "output", "cache_read", "cache_write", "reasoning", "drops",
+    "input", "output", "cache_read", "cache_write", "reasoning", "drops", "time_to_first_chunk",
 )  # fmt: skip
 _TOKEN_FIELDS = tuple(f"{t}_tokens" for t in TOKEN_TYPES)
 
@@ -160,19 +160,23 @@ def read(attributes, kind: int, failed: bool) -> tuple:
             and (rs is None or (rs.__class__ is int and 0 <= rs <= MAX_TOKENS))
         ):
             (i, o, cr, cw, rs), drops = coerce_tokens((i, o, cr, cw, rs))
+        ttfc = get(TIME_TO_FIRST_CHUNK)
+        if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
+            drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
+            ttfc = None
         return (
             kind, get(OPERATION_NAME), get(AGENT_NAME), get(REQUEST_MODEL) or response_model, response_model,
             get(PROVIDER_NAME) or get(SYSTEM), None, None, error_type, None, get(RESPONSE_ID),
-            i, o, cr, cw, rs, drops,
+            i, o, cr, cw, rs, drops, ttfc,
         )  # fmt: skip
     if kind == KIND_TOOL:
         return (
             kind, get(OPERATION_NAME), get(AGENT_NAME), None, None, None, get(TOOL_NAME), get(TOOL_TYPE),
-            error_type, None, None, None, None, None, None, None, drops,
+            error_type, None, None, None, None, None, None, None, drops, None,
         )  # fmt: skip
     return (
         kind, get(OPERATION_NAME), get(AGENT_NAME), None, None, None, None, None,
-        error_type, get(CONVERSATION_ID), None, None, None, None, None, None, drops,
+        error_type, get(CONVERSATION_ID), None, None, None, None, None, None, drops, None,
     )  # fmt: skip
 
 

@@ -24,8 +24,9 @@ Each LLM call counts once:
   twice. The innermost spans (closest to the wire) are counted; the enclosing one adds
   no call and no duration, and adds its tokens and cost only when none of the spans it
   encloses had usage;
-- two inference spans with the same ``gen_ai.response.id`` in one trace (two
-  instrumentations side by side) count once: the first that ends.
+- two inference spans with the same ``gen_ai.response.id`` in one trace that overlap in
+  time (two instrumentations side by side) count once: the first that ends. (Calls that
+  do not overlap are separate calls, even from a server that reuses response ids.)
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class SpanmeterProcessor(SpanProcessor):
     # --- one method per kind of span ---------------------------------------------------
     def _inference(self, span, attrs, record, ctx) -> None:
         (_, op, agent, model, response_model, provider, _, _, error_type, _, response_id,
-         i, o, cr, cw, rs, drops) = record  # fmt: skip
+         i, o, cr, cw, rs, drops, ttfc) = record  # fmt: skip
         run = None
         wrapper = None  # what the inference spans nested in this one counted
         outer = None  # the inference span this one is nested in
@@ -211,9 +212,11 @@ class SpanmeterProcessor(SpanProcessor):
             if wrapper is None and response_id.__class__ is str and response_id:
                 seen_key = (span.context.trace_id, response_id)
                 seen = self._seen
-                if seen_key in seen:
+                other = seen.get(seen_key)
+                if other is not None and other[0] <= end and start <= other[1]:
                     return  # another instrumentation's span of the same call counted it
-                seen[seen_key] = None
+                # (the same id on calls that do not overlap in time: a server reusing ids)
+                seen[seen_key] = (start, end)
                 if len(seen) > _SEEN_RESPONSES:
                     seen.popitem(last=False)
             if series is None:
@@ -228,6 +231,8 @@ class SpanmeterProcessor(SpanProcessor):
                         h.min = duration
                     if duration > h.max:
                         h.max = duration
+                if ttfc is not None:
+                    _observe(series.time_to_first_chunk, ttfc)
                 if run is not None:
                     run.inference_calls += 1
                 state.spans_inference.count += 1
