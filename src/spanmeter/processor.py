@@ -192,7 +192,8 @@ class SpanmeterProcessor(SpanProcessor):
             i = o = cr = cw = rs = None  # the nested spans counted this call's tokens
             has_usage = False
         start, end = span.start_time, span.end_time
-        if start.__class__ is int and end.__class__ is int and end >= start:
+        duration_ok = start.__class__ is int and end.__class__ is int and end >= start
+        if duration_ok:
             duration = (end - start) / 1e9
         else:
             duration, drop = _duration(span)
@@ -209,7 +210,7 @@ class SpanmeterProcessor(SpanProcessor):
         except TypeError:  # an unhashable attribute value
             series = None
         with state.lock:
-            if wrapper is None and response_id.__class__ is str and response_id:
+            if wrapper is None and response_id.__class__ is str and response_id and duration_ok:
                 seen_key = (span.context.trace_id, response_id)
                 seen = self._seen
                 other = seen.get(seen_key)
