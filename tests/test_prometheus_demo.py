@@ -1,0 +1,81 @@
+"""`spanmeter demo --prometheus`: a newcomer gets a real Prometheus with the rules, on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus package")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _query(url: str, expr: str) -> list:
+    body = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def test_demo_starts_prometheus_with_the_rules_and_stops_it_on_ctrl_c():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spanmeter", "demo", "--port", "0", "--rate", "20", "--duration", "90", "--prometheus"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            match = re.search(r"prometheus: (http://127\.0\.0\.1:\d+) ", line)
+            url = match and match.group(1)
+        assert url, "".join(lines)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if _query(url, "sum(agent_requests_total) > 0") and _query(url, "agent_name_status:agent_requests:rate5m"):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no demo data or recorded series in Prometheus")
+        groups = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert {g["name"] for g in groups} >= {"spanmeter.rates", "spanmeter.slo", "spanmeter.agents"}
+        assert _query(url, 'up{job="spanmeter"} == 1')
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "ai-agent-operations.json" in "".join(lines) + out
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as s:  # Prometheus stopped with the demo
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_without_a_prometheus_binary_says_so_and_runs_on(tmp_path):
+    env = _env()
+    env["PATH"] = str(Path(sys.executable).parent)  # python, but no prometheus
+    done = subprocess.run(
+        [sys.executable, "-m", "spanmeter", "demo", "--port", "0", "--duration", "1", "--prometheus"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no `prometheus` binary on PATH" in done.stdout and "stopped." in done.stdout
