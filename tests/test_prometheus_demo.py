@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ def test_demo_starts_prometheus_with_the_rules_and_stops_it_on_ctrl_c():
     lines = []
     try:
         url = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while url is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, "".join(lines)
@@ -47,9 +46,9 @@ def test_demo_starts_prometheus_with_the_rules_and_stops_it_on_ctrl_c():
             match = re.search(r"prometheus: (http://127\.0\.0\.1:\d+) ", line)
             url = match and match.group(1)
         assert url, "".join(lines)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # generous: the 2 cores are shared
         while time.monotonic() < deadline:
-            if _query(url, "sum(agent_requests_total) > 0") and _query(url, "agent_name_status:agent_requests:rate5m"):
+            if _query(url, "sum(agent_requests_total) > 0") and _query(url, "agent_name_tool_name:agent_tool_calls:present"):
                 break
             time.sleep(0.5)
         else:
@@ -65,9 +64,21 @@ def test_demo_starts_prometheus_with_the_rules_and_stops_it_on_ctrl_c():
             proc.communicate()
     assert proc.returncode == 0, "".join(lines) + out
     assert "ai-agent-operations.json" in "".join(lines) + out
-    port = int(url.rsplit(":", 1)[1])
-    with socket.socket() as s:  # Prometheus stopped with the demo
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+    assert not _prometheus_processes(url), "Prometheus outlived the demo"
+
+
+def _prometheus_processes(url: str) -> list[str]:
+    """Command lines of running processes listening where the demo's Prometheus did."""
+    flag = f"--web.listen-address={url.removeprefix('http://')}"
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if flag.encode() in args:
+            found.append(b" ".join(args).decode(errors="replace"))
+    return found
 
 
 def test_demo_without_a_prometheus_binary_says_so_and_runs_on(tmp_path):
