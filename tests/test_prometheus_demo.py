@@ -57,7 +57,8 @@ def test_demo_starts_prometheus_with_the_rules_and_stops_it_on_ctrl_c():
         assert {g["name"] for g in groups} >= {"spanmeter.rates", "spanmeter.slo", "spanmeter.agents"}
         assert _query(url, 'up{job="spanmeter"} == 1')
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=60)
+        out = proc.stdout.read()  # not communicate(): it would skip what readline() buffered
     finally:
         if proc.poll() is None:
             proc.kill()
