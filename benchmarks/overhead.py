@@ -18,6 +18,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from spanmeter.aggregate import State, produce
+from spanmeter.pricing import Pricer
 from spanmeter.processor import SpanmeterProcessor
 
 START_ATTRS = {
@@ -44,30 +45,38 @@ def _one_batch(tracer, agent_span, n: int) -> float:
 
 
 def measure(spans: int, rounds: int) -> dict[str, float]:
-    plain = TracerProvider()
-    metered = TracerProvider()
-    processor = SpanmeterProcessor(State())
-    metered.add_span_processor(processor)
-    tracers = {"plain": plain.get_tracer("bench"), "metered": metered.get_tracer("bench")}
+    providers = {"plain": TracerProvider(), "unpriced": TracerProvider(), "priced": TracerProvider()}
+    unpriced = SpanmeterProcessor(State())
+    priced = SpanmeterProcessor(State(), pricer=Pricer.create())
+    providers["unpriced"].add_span_processor(unpriced)
+    providers["priced"].add_span_processor(priced)
+    tracers = {name: tp.get_tracer("bench") for name, tp in providers.items()}
     agents = {
-        name: tracer.start_span("invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"})
+        name: tracer.start_span(
+            "invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"}
+        )
         for name, tracer in tracers.items()
     }
-    for name in tracers:  # warm up
+    for name in tracers:  # warm up (and resolve the price once)
         _one_batch(tracers[name], agents[name], 2000)
-    samples: dict[str, list[float]] = {"plain": [], "metered": []}
+    samples: dict[str, list[float]] = {name: [] for name in tracers}
     for _ in range(rounds):
-        for name in ("plain", "metered"):
+        for name in tracers:
             samples[name].append(_one_batch(tracers[name], agents[name], spans))
-    plain_us = statistics.median(samples["plain"]) * 1e6
-    metered_us = statistics.median(samples["metered"]) * 1e6
-    # collection cost, for the record
+    us = {name: statistics.median(values) * 1e6 for name, values in samples.items()}
     t0 = time.perf_counter()
     for _ in range(20):
-        produce(processor.state)
+        produce(priced.state)
     collect_ms = (time.perf_counter() - t0) / 20 * 1e3
-    return {"span_us": plain_us, "with_processor_us": metered_us, "processor_us": metered_us - plain_us,
-            "ratio": (metered_us - plain_us) / plain_us, "produce_ms": collect_ms}
+    return {
+        "span_us": us["plain"],
+        "with_processor_us": us["priced"],
+        "processor_us": us["priced"] - us["plain"],
+        "ratio": (us["priced"] - us["plain"]) / us["plain"],
+        "pricing_us": us["priced"] - us["unpriced"],
+        "pricing_ratio": (us["priced"] - us["unpriced"]) / us["plain"],
+        "produce_ms": collect_ms,
+    }
 
 
 def main(argv=None) -> int:
@@ -78,8 +87,9 @@ def main(argv=None) -> int:
     r = measure(args.spans, args.rounds)
     print(f"python {sys.version.split()[0]}; {args.rounds} rounds x {args.spans} spans, medians")
     print(f"span create+end, no processor : {r['span_us']:7.2f} us")
-    print(f"same with spanmeter processor : {r['with_processor_us']:7.2f} us")
+    print(f"same with spanmeter (priced)  : {r['with_processor_us']:7.2f} us")
     print(f"processor cost per span       : {r['processor_us']:7.2f} us = {r['ratio']:.3f}x the span")
+    print(f"  of which pricing            : {r['pricing_us']:7.2f} us = {r['pricing_ratio']:.3f}x the span")
     print(f"produce() of the state        : {r['produce_ms']:7.3f} ms")
     return 0
 

@@ -17,6 +17,7 @@ from spanmeter.config import (  # noqa: E402
     Spanmeter,
     configure,
     current,
+    end_conversation,
     record_conversation,
     record_quality,
     setup,
@@ -24,13 +25,17 @@ from spanmeter.config import (  # noqa: E402
 )
 from spanmeter.emit import AgentRun, ModelCall, ToolCall, agent_run, model_call, tool_call  # noqa: E402
 from spanmeter.processor import SpanmeterProcessor  # noqa: E402
+from spanmeter.quality import Evaluator, LLMJudge, Sample  # noqa: E402
 
 __all__ = [
     "METRICS",
     "AgentRun",
     "ConfigurationError",
+    "Evaluator",
+    "LLMJudge",
     "MetricSpec",
     "ModelCall",
+    "Sample",
     "Spanmeter",
     "SpanmeterProcessor",
     "ToolCall",
@@ -38,6 +43,7 @@ __all__ = [
     "agent_run",
     "configure",
     "current",
+    "end_conversation",
     "model_call",
     "record_conversation",
     "record_quality",

@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
 from spanmeter import catalog
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, TABLES, MetricSpec
 from spanmeter.conventions import TOKEN_TYPES, UNKNOWN, coerce_label
+from spanmeter.conversations import ENDED_BY_APP, ENDED_EVICTED, ENDED_IDLE, ConversationTracker
 
 OTHER = "other"
 
@@ -227,14 +228,15 @@ class ConversationSeries:
 
 
 class QualitySeries:
-    __slots__ = ("dims", "window")
+    __slots__ = ("dims", "window", "scores")
 
     def __init__(self, dims, window_seconds: float):
         self.dims = dims
         self.window = RollingWindow(window_seconds)
+        self.scores = _hist("quality", "scores")
 
     def snapshot(self, now: float) -> dict:
-        return {"score": self.window.mean(now)}
+        return {"score": self.window.mean(now), "scores": self.scores.snapshot()}
 
 
 class CountSeries:
@@ -246,6 +248,19 @@ class CountSeries:
 
     def snapshot(self, now: float) -> dict:
         return {"count": self.count}
+
+
+class ValueSeries:
+    """A gauge whose value the state sets."""
+
+    __slots__ = ("dims", "value")
+
+    def __init__(self, dims):
+        self.dims = dims
+        self.value = 0
+
+    def snapshot(self, now: float) -> dict:
+        return {"value": self.value}
 
 
 class InfoSeries:
@@ -315,12 +330,16 @@ class State:
         label_limits: dict[str, int] | None = None,
         quality_window: float = 3600.0,
         escalation_window: float = 3600.0,
+        conversation_idle: float = 1800.0,
+        max_conversations: int = 100_000,
     ):
         limits = dict(DEFAULT_LABEL_LIMITS)
         limits.update(label_limits or {})
         self._limits = limits
         self.quality_window = quality_window
         self.escalation_window = escalation_window
+        self.conversation_idle = conversation_idle
+        self.max_conversations = max_conversations
         self._reset()
         # A forked child must not inherit a lock held by another thread of the parent,
         # nor report the parent's counts a second time.
@@ -343,6 +362,9 @@ class State:
             "overflow": Table("overflow", CountSeries),
             "faults": Table("faults", CountSeries),
             "evictions": Table("evictions", CountSeries),
+            "evaluations": Table("evaluations", CountSeries),
+            "conversation_ends": Table("conversation_ends", CountSeries),
+            "open_conversations": Table("open_conversations", ValueSeries),
             "price_sources": Table("price_sources", CountSeries),
             "price_catalogue": Table("price_catalogue", InfoSeries),
         }
@@ -357,6 +379,12 @@ class State:
         self.spans_agent = spans[("agent",)] = CountSeries(("agent",))
         self.spans_inference = spans[("inference",)] = CountSeries(("inference",))
         self.spans_tool = spans[("tool",)] = CountSeries(("tool",))
+        self.conversations = ConversationTracker(idle_seconds=self.conversation_idle, max_open=self.max_conversations)
+        self.open_conversations = self.tables["open_conversations"].series[()] = ValueSeries(())
+        for reason in (ENDED_BY_APP, ENDED_IDLE, ENDED_EVICTED):
+            self.count_locked("conversation_ends", (reason,), 0)
+        sources = self.tables["price_sources"].series
+        self.priced_by = {s: sources.setdefault((s,), CountSeries((s,))) for s in ("span", "override", "catalogue")}
 
     # --- series lookup ---------------------------------------------------------------
     def series_locked(self, table: Table, raw: tuple):
@@ -391,6 +419,45 @@ class State:
             series = t.series[dims] = CountSeries(dims)
         series.count += n
 
+    def set_info(self, table: str, dims: tuple | None) -> None:
+        """Make ``dims`` the one series of an info table (none when ``dims`` is None)."""
+        with self.lock:
+            series = self.tables[table].series
+            series.clear()
+            if dims is not None:
+                series[dims] = InfoSeries(dims)
+
+    # --- conversations ------------------------------------------------------------------
+    def conversation_turn_locked(self, conversation_id: str, agent, now: float) -> None:
+        for ended in self.conversations.turn(conversation_id, agent, now):
+            self.record_conversation_locked(ended.agent, ended.turns, ended.escalated, ended.reason)
+        self.open_conversations.value = len(self.conversations)
+
+    def end_conversation_locked(self, conversation_id: str, *, escalated: bool, agent, now: float) -> bool:
+        ended = self.conversations.end(conversation_id, escalated=escalated, agent=agent, now=now)
+        if ended is not None:
+            self.record_conversation_locked(ended.agent, ended.turns, ended.escalated, ended.reason)
+            self.open_conversations.value = len(self.conversations)
+        return ended is not None
+
+    def expire_conversations_locked(self, now: float) -> None:
+        for ended in self.conversations.expire(now):
+            self.record_conversation_locked(ended.agent, ended.turns, ended.escalated, ended.reason)
+        self.open_conversations.value = len(self.conversations)
+
+    def record_conversation_locked(self, agent, turns: int, escalated: bool, reason: str) -> None:
+        series = self.series_locked(self.tables["conversation"], (agent,))
+        h = series.turns
+        h.counts[bisect_left(h.bounds, turns)] += 1
+        h.total += turns
+        h.min = min(h.min, turns)
+        h.max = max(h.max, turns)
+        series.conversations += 1
+        if escalated:
+            series.escalations += 1
+        series.window.add(1.0 if escalated else 0.0, time.monotonic())
+        self.count_locked("conversation_ends", (reason,))
+
     def count(self, table: str, dims: tuple, n: int = 1) -> None:
         with self.lock:
             self.count_locked(table, dims, n)
@@ -399,6 +466,7 @@ class State:
     def snapshot(self) -> dict[str, list[tuple[tuple, dict]]]:
         now = time.monotonic()
         with self.lock:
+            self.expire_conversations_locked(now)
             return {
                 name: [(s.dims, s.snapshot(now)) for s in t.series.values()]
                 for name, t in self.tables.items()

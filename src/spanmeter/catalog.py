@@ -35,6 +35,9 @@ TABLES: dict[str, tuple[str, ...]] = {
     "overflow": ("label",),
     "faults": (),
     "evictions": (),
+    "evaluations": ("agent", "status"),
+    "conversation_ends": ("reason",),
+    "open_conversations": (),
     "price_sources": ("source",),
     "price_catalogue": ("catalogue", "version"),
 }
@@ -62,6 +65,7 @@ TOOL_CALLS_PER_RUN_BUCKETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0
 TOKENS_PER_RUN_BUCKETS = (
     100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6,
 )  # fmt: skip
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 COST_PER_RUN_BUCKETS = (
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 )  # fmt: skip
@@ -166,6 +170,13 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("agent_quality_score", GAUGE, "1",
                "Rolling average of evaluation scores (0..1) over the quality window.",
                "quality", "score", (_A, ("metric_type", "metric_type"))),
+    MetricSpec("agent_evaluation_score", HISTOGRAM, "1",
+               "Evaluation scores (0..1) by agent and metric type (groundedness, relevance, safety, ...).",
+               "quality", "scores", (_A, ("metric_type", "metric_type")), SCORE_BUCKETS),
+    MetricSpec("agent_evaluations", COUNTER, "{evaluation}",
+               "Sampled agent runs sent to evaluation, by outcome: done, failed (judge error, "
+               "timeout, malformed verdict) or dropped (queue full, or left at shutdown).",
+               "evaluations", "count", (_A, ("status", "status"))),
     MetricSpec("agent_conversation_turns", HISTOGRAM, "{turn}",
                "Turns per finished conversation.",
                "conversation", "turns", (_A,), CONVERSATION_TURN_BUCKETS),
@@ -222,6 +233,13 @@ METRICS: tuple[MetricSpec, ...] = (
                "The price catalogue in use and its version or date (value is always 1).",
                "price_catalogue", "value", (("catalogue", "catalogue"), ("version", "version")),
                family="self"),
+    MetricSpec("spanmeter_conversations_ended", COUNTER, "{conversation}",
+               "Conversations followed by gen_ai.conversation.id that ended, by how: app (the "
+               "application ended it), idle (no turn for the idle timeout), evicted (too many open).",
+               "conversation_ends", "count", (("reason", "reason"),), family="self"),
+    MetricSpec("spanmeter_open_conversations", GAUGE, "{conversation}",
+               "Conversations followed by gen_ai.conversation.id that are open now.",
+               "open_conversations", "value", (), family="self"),
     MetricSpec("spanmeter_open_spans_evicted", COUNTER, "{span}",
                "Open spans forgotten because too many were open at once (runs that never end).",
                "evictions", "count", (), family="self"),

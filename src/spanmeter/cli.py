@@ -48,6 +48,41 @@ def _catalog(args) -> int:
     return 0
 
 
+def _prices(args) -> int:
+    import datetime as dt
+
+    from spanmeter.errors import ConfigurationError
+    from spanmeter.pricing import Pricer, load_overrides
+
+    if args.check:
+        try:
+            entries = load_overrides(args.check)
+        except ConfigurationError as exc:
+            print(f"spanmeter prices: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.check}: {len(entries)} price entries, valid")
+        return 0
+    if not args.model:
+        print("spanmeter prices: give a MODEL, or --check FILE", file=sys.stderr)
+        return 2
+    try:
+        pricer = Pricer.create(args.prices)
+    except ConfigurationError as exc:
+        print(f"spanmeter prices: {exc}", file=sys.stderr)
+        return 2
+    when = dt.datetime.now(dt.timezone.utc)
+    rates, _ = pricer.resolve(args.provider, args.model, None, when)
+    if rates is None:
+        print(f"no price for model {args.model!r}" + (f" of provider {args.provider!r}" if args.provider else "")
+              + ": its calls would count in agent_unpriced_calls_total; add it to a price file")  # fmt: skip
+        return 1
+    print(f"{args.model}: {rates.origin} (source: {rates.source}), in force {when:%Y-%m-%d}")
+    print("dollars per million tokens:")
+    for name, text in rates.per_million().items():
+        print(f"  {name:<12} {text}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spanmeter", description="AI agent spans in, Prometheus metrics out.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     cat = sub.add_parser("catalog", help="print the metric table generated from the catalogue")
     cat.add_argument("--update", metavar="README", help="rewrite the table between the markers in this file")
     cat.set_defaults(run=_catalog)
+    prices = sub.add_parser("prices", help="show the price spanmeter uses for a model, or check a price file")
+    prices.add_argument("model", nargs="?", help="model name as it appears on spans")
+    prices.add_argument("--provider", help="provider name (gen_ai.provider.name)")
+    prices.add_argument("--prices", metavar="FILE", help="price override file (TOML) to apply")
+    prices.add_argument("--check", metavar="FILE", help="validate a price override file and exit")
+    prices.set_defaults(run=_prices)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -30,18 +30,17 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanmeter import __version__
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
+from spanmeter.errors import ConfigurationError
 from spanmeter.export import PrometheusReader
+from spanmeter.pricing import Pricer, catalogue_version
 from spanmeter.processor import SpanmeterProcessor
+from spanmeter.quality import Evaluator, LLMJudge
 
 _log = logging.getLogger("spanmeter")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
 ENV_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
 ENV_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
-
-
-class ConfigurationError(ValueError):
-    """A setting spanmeter cannot use; the message names the setting and the fix."""
 
 
 def _port(value, source: str) -> int:
@@ -88,11 +87,13 @@ class Spanmeter:
     Build it with :func:`setup` or :func:`configure`.
     """
 
-    def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider):
+    def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider,
+                 evaluator=None):  # fmt: skip
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processor = processor
         self.reader = reader
+        self.evaluator = evaluator
         self._server = server
         self._owns_meter_provider = owns_meter_provider
         self._closed = False
@@ -121,7 +122,7 @@ class Spanmeter:
     def agent_run(self, agent_name: str, **kwargs):
         from spanmeter.emit import agent_run
 
-        return agent_run(agent_name, tracer_provider=self.tracer_provider, **kwargs)
+        return agent_run(agent_name, tracer_provider=self.tracer_provider, evaluator=self.evaluator, **kwargs)
 
     def model_call(self, model: str, **kwargs):
         from spanmeter.emit import model_call
@@ -139,12 +140,19 @@ class Spanmeter:
     def record_conversation(self, agent_name: str, *, turns: int, escalated: bool = False) -> None:
         self.processor.record_conversation(agent_name, turns=turns, escalated=escalated)
 
+    def end_conversation(self, conversation_id: str, *, escalated: bool = False) -> bool:
+        return self.processor.end_conversation(conversation_id, escalated=escalated)
+
     def shutdown(self) -> None:
         """Flush, stop the endpoint and detach from the providers. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        if self.evaluator is not None:
+            self.evaluator.shutdown()
         self.processor.shutdown()
+        if self.processor.pricer is not None:
+            self.processor.pricer.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -168,6 +176,13 @@ def setup(
     max_open_spans: int = 100_000,
     quality_window_seconds: float = 3600.0,
     escalation_window_seconds: float = 3600.0,
+    prices=None,
+    price_catalogue: bool = True,
+    update_prices: bool = False,
+    update_prices_url: str | None = None,
+    evaluator=None,
+    conversation_idle_seconds: float = 1800.0,
+    max_open_conversations: int = 100_000,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
@@ -175,24 +190,42 @@ def setup(
     ``meter_provider``: an SDK provider to add the reader to (a new one if None).
     ``registry``: the ``prometheus_client`` registry to serve (its global one if None).
     ``start_server=False`` serves nothing: read the registry yourself.
+    ``prices``: price overrides, a TOML file path or the same structure as a dict
+    (see :mod:`spanmeter.pricing`); validated now. ``price_catalogue=False`` prices from
+    the overrides and span costs only. ``update_prices=True`` refreshes the genai-prices
+    catalogue from the network hourly (never otherwise).
+    ``evaluator``: a :class:`spanmeter.quality.Evaluator` that scores sampled runs in the
+    background. ``conversation_idle_seconds``: a conversation followed by
+    ``gen_ai.conversation.id`` ends after this long without a turn.
     """
     if host is not None or port is not None or start_server:
         host, port = resolve_endpoint(host, port)
     limits = _check_label_limits(label_limits)
     for name, value in (("quality_window_seconds", quality_window_seconds),
-                        ("escalation_window_seconds", escalation_window_seconds)):  # fmt: skip
+                        ("escalation_window_seconds", escalation_window_seconds),
+                        ("conversation_idle_seconds", conversation_idle_seconds)):  # fmt: skip
         if not isinstance(value, (int, float)) or not value > 0:
             raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+    if not isinstance(max_open_conversations, int) or max_open_conversations < 1:
+        raise ConfigurationError(f"max_open_conversations must be an int >= 1, got {max_open_conversations!r}")
+    if evaluator is not None and not isinstance(evaluator, Evaluator):
+        raise ConfigurationError(f"evaluator must be a spanmeter.quality.Evaluator, got {evaluator!r}")
     if resource is None:
         base = tracer_provider.resource if tracer_provider is not None else Resource.create()
         resource = base.merge(Resource({"service.name": service_name})) if service_name else base
 
+    pricer = Pricer.create(prices, catalogue=price_catalogue, update=update_prices, update_url=update_prices_url)
     state = State(
         label_limits=limits,
         quality_window=float(quality_window_seconds),
         escalation_window=float(escalation_window_seconds),
+        conversation_idle=float(conversation_idle_seconds),
+        max_conversations=max_open_conversations,
     )
-    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans)
+    if price_catalogue:
+        pricer.on_refresh = lambda: state.set_info("price_catalogue", ("genai-prices", catalogue_version()))
+        pricer.on_refresh()
+    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer, evaluator=evaluator)
     if tracer_provider is None:
         tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(processor)
@@ -214,10 +247,15 @@ def setup(
         except OSError as exc:
             meter_provider.shutdown() if owns else meter_provider.remove_metric_reader(reader)
             processor.shutdown()
+            pricer.stop()
             raise ConfigurationError(
                 f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
                 f"port with port=... or {ENV_PORT}"
             ) from exc
+    if evaluator is not None:
+        if isinstance(evaluator.judge, LLMJudge) and evaluator.judge.tracer_provider is None:
+            evaluator.judge.tracer_provider = tracer_provider  # meter the judge's own calls
+        evaluator.start(processor)
     return Spanmeter(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -225,6 +263,7 @@ def setup(
         reader=reader,
         server=server,
         owns_meter_provider=owns,
+        evaluator=evaluator,
     )
 
 
@@ -284,6 +323,19 @@ def current() -> Spanmeter | None:
 def default_tracer_provider():
     """The tracer provider the module-level emit API uses."""
     return _default.tracer_provider if _default is not None else trace.get_tracer_provider()
+
+
+def default_evaluator():
+    """The evaluator of the instance made by :func:`configure`, if any."""
+    return _default.evaluator if _default is not None else None
+
+
+def end_conversation(conversation_id: str, *, escalated: bool = False) -> bool:
+    """End a conversation followed by ``gen_ai.conversation.id`` (e.g. on a hand-off to a
+    human, with ``escalated=True``); False when it is not open or before :func:`configure`."""
+    if _default is None:
+        return False
+    return _default.end_conversation(conversation_id, escalated=escalated)
 
 
 def record_quality(agent_name: str, metric_type: str, score: float) -> None:

@@ -48,6 +48,14 @@ REASONING_TOKENS = "gen_ai.usage.reasoning.output_tokens"
 PROMPT_TOKENS_OLD = "gen_ai.usage.prompt_tokens"  # before v1.27
 COMPLETION_TOKENS_OLD = "gen_ai.usage.completion_tokens"
 ERROR_TYPE = "error.type"
+INPUT_MESSAGES = "gen_ai.input.messages"  # content: read only when the user opts in
+OUTPUT_MESSAGES = "gen_ai.output.messages"
+OI_INPUT_VALUE = "input.value"  # OpenInference
+OI_OUTPUT_VALUE = "output.value"
+# spanmeter's own span attributes (set by AgentRun.end_conversation()): the run is the last
+# turn of its conversation, and whether the conversation was escalated to a human.
+CONVERSATION_ENDED = "spanmeter.conversation.ended"
+CONVERSATION_ESCALATED = "spanmeter.conversation.escalated"
 
 OP_CHAT = "chat"
 OP_INVOKE_AGENT = "invoke_agent"

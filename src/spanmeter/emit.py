@@ -67,12 +67,38 @@ class SpanHandle:
 
 
 class AgentRun(SpanHandle):
-    """Handle of an agent run."""
+    """Handle of an agent run.
 
-    __slots__ = ()
+    ``record_input``, ``record_output`` and ``add_context`` keep what an evaluator judges
+    if this run's trace is sampled (see :mod:`spanmeter.quality`); they never go on the
+    span or into a metric.
+    """
+
+    __slots__ = ("_input", "_output", "_context")
+
+    def __init__(self, span):
+        super().__init__(span)
+        self._input = None
+        self._output = None
+        self._context: list = []
 
     def set_conversation_id(self, conversation_id: str) -> None:
         self.span.set_attribute(c.CONVERSATION_ID, conversation_id)
+
+    def end_conversation(self, *, escalated: bool = False) -> None:
+        """This run is the last turn of its conversation (``escalated``: handed to a human)."""
+        self.span.set_attribute(c.CONVERSATION_ENDED, True)
+        self.span.set_attribute(c.CONVERSATION_ESCALATED, bool(escalated))
+
+    def record_input(self, text) -> None:
+        self._input = text
+
+    def record_output(self, text) -> None:
+        self._output = text
+
+    def add_context(self, *items) -> None:
+        """Tool results or retrieved documents the answer should be grounded in."""
+        self._context.extend(items)
 
 
 class ModelCall(SpanHandle):
@@ -131,18 +157,21 @@ class ToolCall(SpanHandle):
 class _Scope:
     """One span per use, as ``with``, ``async with`` or decorator."""
 
-    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_stack")
+    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_evaluator", "_stack")
 
-    def __init__(self, name, kind, attributes, handle_cls, tracer_provider):
+    def __init__(self, name, kind, attributes, handle_cls, tracer_provider, evaluator=None):
         self._name = name
         self._kind = kind
         self._attributes = attributes
         self._handle_cls = handle_cls
         self._tracer_provider = tracer_provider
+        self._evaluator = evaluator
         self._stack: list = []  # (handle, token) per active entry: a scope may be re-entered
 
     def _fresh(self) -> _Scope:
-        return _Scope(self._name, self._kind, self._attributes, self._handle_cls, self._tracer_provider)
+        return _Scope(
+            self._name, self._kind, self._attributes, self._handle_cls, self._tracer_provider, self._evaluator
+        )
 
     def __enter__(self):
         span = _tracer(self._tracer_provider).start_span(self._name, kind=self._kind, attributes=self._attributes)
@@ -162,6 +191,18 @@ class _Scope:
         finally:
             otel_context.detach(token)
             span.end()
+            if self._handle_cls is AgentRun and (handle._input is not None or handle._output is not None):
+                self._offer(handle)
+
+    def _offer(self, handle: AgentRun) -> None:
+        evaluator = self._evaluator
+        if evaluator is None and self._tracer_provider is None:
+            from spanmeter import config
+
+            evaluator = config.default_evaluator()
+        if evaluator is not None:
+            evaluator.offer(self._attributes[c.AGENT_NAME], handle.span.get_span_context().trace_id,
+                            handle._input, handle._output, handle._context)  # fmt: skip
 
     async def __aenter__(self):
         return self.__enter__()
@@ -194,8 +235,13 @@ def agent_run(
     agent_id: str | None = None,
     provider: str | None = None,
     tracer_provider=None,
+    evaluator=None,
 ) -> _Scope:
-    """An agent run: span ``invoke_agent {agent_name}`` (INTERNAL, in-process agent)."""
+    """An agent run: span ``invoke_agent {agent_name}`` (INTERNAL, in-process agent).
+
+    ``evaluator``: where a sampled run's captured input/output go (by default the one given
+    to :func:`spanmeter.configure`).
+    """
     attributes = {c.OPERATION_NAME: c.OP_INVOKE_AGENT, c.AGENT_NAME: agent_name}
     if conversation_id is not None:
         attributes[c.CONVERSATION_ID] = conversation_id
@@ -203,7 +249,7 @@ def agent_run(
         attributes[c.AGENT_ID] = agent_id
     if provider is not None:
         attributes[c.PROVIDER_NAME] = provider
-    return _Scope(f"invoke_agent {agent_name}", SpanKind.INTERNAL, attributes, AgentRun, tracer_provider)
+    return _Scope(f"invoke_agent {agent_name}", SpanKind.INTERNAL, attributes, AgentRun, tracer_provider, evaluator)
 
 
 def model_call(

@@ -25,6 +25,8 @@ from opentelemetry.trace import StatusCode
 
 from spanmeter import conventions as c
 from spanmeter.aggregate import State
+from spanmeter.conversations import ENDED_BY_APP
+from spanmeter.pricing import FEMTO, UNPRICED
 
 _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
@@ -58,7 +60,7 @@ class _Run:
         self.inference_calls = 0
         self.tool_calls = 0
         self.tokens = 0
-        self.cost = 0.0
+        self.cost = None  # femto-dollars, once a call of the run was priced
 
     def agent_name(self):
         if self.agent is None:  # named after it started: read the live span
@@ -69,17 +71,17 @@ class _Run:
 class SpanmeterProcessor(SpanProcessor):
     """Derives the catalogue's metrics from ended spans into a :class:`State`.
 
-    ``pricer``, when given, is called for each inference span as
-    ``pricer(provider, model, response_model, tokens, end_time_ns, attributes)`` with
-    ``tokens`` in :data:`spanmeter.conventions.TOKEN_TYPES` order (None where absent)
-    and returns a cost in dollars or None; it is the hook of the cost metrics.
+    ``pricer`` (a :class:`spanmeter.pricing.Pricer`) prices each inference span; without
+    one, no cost metric is produced.
     """
 
-    def __init__(self, state: State | None = None, *, max_open_spans: int = 100_000, pricer=None):
+    def __init__(self, state: State | None = None, *, max_open_spans: int = 100_000, pricer=None, evaluator=None):
         if not isinstance(max_open_spans, int) or max_open_spans < 2:
             raise ValueError(f"max_open_spans must be an int >= 2, got {max_open_spans!r}")
         self.state = state if state is not None else State()
         self.pricer = pricer
+        self._price = pricer.price if pricer is not None else None
+        self.evaluator = evaluator
         self._max_open = max_open_spans
         self._runs: dict[int, _Run] = {}
         self._stopped = False
@@ -178,9 +180,9 @@ class SpanmeterProcessor(SpanProcessor):
         else:
             duration, drop = _duration(span)
             drops = (drops or []) + [drop]
-        cost = None
-        if self.pricer is not None:
-            cost = self.pricer(provider, model, response_model, (i, o, cr, cw, rs), span.end_time, attrs)
+        priced = None
+        if self._price is not None:
+            priced = self._price(provider, model, response_model, (i, o, cr, cw, rs), end, attrs)
 
         state = self.state
         table = state.model
@@ -226,13 +228,23 @@ class SpanmeterProcessor(SpanProcessor):
                 counts[3] += cw
             if rs is not None:
                 counts[4] += rs
-            if cost is not None:
-                series.cost += cost
+            if priced is not None:
+                if priced is UNPRICED:
+                    series.unpriced_calls += 1
+                    unpriced = series.unpriced_tokens
+                    for n, value in enumerate((i, o, cr, cw, rs)):
+                        if value is not None:
+                            unpriced[n] += value
+                else:
+                    femto, source = priced
+                    series.cost += femto
+                    series.priced = True
+                    state.priced_by[source].count += 1
+                    if run is not None:
+                        run.cost = femto if run.cost is None else run.cost + femto
             if run is not None:
                 run.inference_calls += 1
                 run.tokens += (i or 0) + (o or 0)
-                if cost is not None:
-                    run.cost += cost
             state.spans_inference.count += 1
             if drops:
                 for field_reason in drops:
@@ -288,9 +300,32 @@ class SpanmeterProcessor(SpanProcessor):
                 _observe(series.inference_calls, run.inference_calls)
                 _observe(series.tool_calls, run.tool_calls)
                 _observe(series.tokens, run.tokens)
+                if run.cost is not None:
+                    _observe(series.cost, run.cost / FEMTO)
             state.spans_agent.count += 1
             if drop:
                 state.count_locked("drops", drop)
+            conversation = get(c.CONVERSATION_ID)
+            if conversation.__class__ is str and conversation:
+                now = time.monotonic()
+                state.conversation_turn_locked(conversation, agent, now)
+                if get(c.CONVERSATION_ENDED) is True:
+                    escalated = get(c.CONVERSATION_ESCALATED) is True
+                    state.end_conversation_locked(conversation, escalated=escalated, agent=agent, now=now)
+        evaluator = self.evaluator
+        if evaluator is not None and evaluator.read_span_content:
+            self._offer_span_content(evaluator, span, get, agent)
+
+    @staticmethod
+    def _offer_span_content(evaluator, span, get, agent) -> None:
+        """Opt-in: judge runs made by other instrumentations from their recorded content."""
+        scope = getattr(span, "instrumentation_scope", None)
+        if scope is not None and scope.name == "spanmeter":
+            return  # spanmeter's own runs hand their content over explicitly
+        question = get(c.INPUT_MESSAGES) or get(c.OI_INPUT_VALUE)
+        answer = get(c.OUTPUT_MESSAGES) or get(c.OI_OUTPUT_VALUE)
+        if question is not None or answer is not None:
+            evaluator.offer(agent, span.context.trace_id, question, answer)
 
     # --- helpers -----------------------------------------------------------------------
     def _evict(self) -> None:
@@ -320,9 +355,11 @@ class SpanmeterProcessor(SpanProcessor):
                 self.state.count("drops", ("quality_score", "out_of_range"))
                 return
             state = self.state
+            score = float(score)
             with state.lock:
                 series = state.series_locked(state.tables["quality"], (agent_name, metric_type))
-                series.window.add(float(score), time.monotonic())
+                series.window.add(score, time.monotonic())
+                _observe(series.scores, score)
         except Exception:  # deliberate
             self._fault()
 
@@ -335,14 +372,33 @@ class SpanmeterProcessor(SpanProcessor):
                 return
             state = self.state
             with state.lock:
-                series = state.series_locked(state.tables["conversation"], (agent_name,))
-                _observe(series.turns, count)
-                series.conversations += 1
-                if escalated:
-                    series.escalations += 1
-                series.window.add(1.0 if escalated else 0.0, time.monotonic())
+                state.record_conversation_locked(agent_name, count, escalated is True, ENDED_BY_APP)
         except Exception:  # deliberate
             self._fault()
+
+    def end_conversation(self, conversation_id: str, *, escalated: bool = False) -> bool:
+        """End a conversation followed by its id; False when it is not open."""
+        try:
+            if not isinstance(conversation_id, str):
+                return False
+            with self.state.lock:
+                return self.state.end_conversation_locked(
+                    conversation_id, escalated=escalated is True, agent=None, now=time.monotonic()
+                )
+        except Exception:  # deliberate
+            self._fault()
+            return False
+
+    def record_evaluation(self, agent_name: str, status: str) -> None:
+        """Count one evaluation of a sampled run: ``done``, ``failed`` or ``dropped``."""
+        try:
+            with self.state.lock:
+                self.state.count_locked("evaluations", (self._agent_label_locked(agent_name), status))
+        except Exception:  # deliberate
+            self._fault()
+
+    def _agent_label_locked(self, agent_name) -> str:
+        return self.state.guards["agent"].admit(agent_name, self.state) if agent_name is not None else c.UNKNOWN
 
 
 def _observe(hist, value) -> None:
