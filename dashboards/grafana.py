@@ -229,6 +229,15 @@ def quality():
                thresholds=article, min_=0, max_=1, width=8),
         ts("Quality scores over time", "Every evaluation metric type by agent.", "none",
            (f"{score}{{{A}}}", "{{agent_name}} {{metric_type}}"), thresholds=article, min_=0, max_=1, width=16),
+        ts("Evaluation scores (P10 / P50)", "Distribution of single evaluation scores: the low tail shows bad "
+           "answers a rolling average hides.", "none",
+           *[(_quantile(q, "agent_evaluation_score", "agent_name, metric_type", A),
+              f"{{{{agent_name}}}} {{{{metric_type}}}} P{int(q * 100)}") for q in (0.1, 0.5)],
+           thresholds=article, min_=0, max_=1, width=12),
+        ts("Evaluations by outcome", "Sampled runs judged per minute: done, failed (judge error, timeout, "
+           "malformed verdict) or dropped (queue full).", "short",
+           (f"sum by (agent_name, status) ({_rate('agent_evaluations', A)}) * 60", "{{agent_name}} {{status}}"),
+           stacked=True, bars=True, width=12),
     ]  # fmt: skip
 
 
@@ -243,6 +252,12 @@ def conversations():
            thresholds=_thresholds((None, "green"), (0.2, "red")), min_=0),
         ts("Finished conversations", "Conversations finished per hour.", "short",
            (f"sum by (agent_name) ({_rate('agent_conversations', A)}) * 3600", "{{agent_name}}")),
+        ts("Conversations ended by reason", "How followed conversations (gen_ai.conversation.id) ended, per "
+           "hour: app (the application ended it), idle (timeout without a turn), evicted (too many open).",
+           "short", (f"sum by (reason) (rate({m('spanmeter_conversations_ended')}[{RI}])) * 3600", "{{reason}}"),
+           width=16),
+        stat_("Open conversations", "Conversations followed by gen_ai.conversation.id that are open now.",
+              "short", (f"sum({m('spanmeter_open_conversations')})", "open"), width=8, height=8),
     ]  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import spanmeter
 from dashboards import assets
 from dashboards.promql import operands, references
 from spanmeter.prometheus import LocalPrometheus
+from spanmeter.quality import Evaluator
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("prometheus"), reason="needs Debian's prometheus package (scripts/test.sh installs it)"
@@ -44,12 +45,20 @@ ROUND = [
      [("claude-sonnet-4-5", 1.5, 800, 120, 0, 0, 0, None), ("acme-ft-7", 0.3, 500, 60, 0, 0, 0, None)],
      [("get_invoice", 0.1, None)]),
 ]  # fmt: skip
+# dollars per million tokens (cache reads and writes at the input price); acme-ft-7 has none
+PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "o3-mini": (1.1, 4.4), "claude-sonnet-4-5": (3.0, 15.0)}
 PROVIDERS = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "o3-mini": "openai", "claude-sonnet-4-5": "anthropic",
              "acme-ft-7": "acme"}  # fmt: skip
-QUALITY = [("support", "groundedness", 0.62), ("support", "relevance", 0.8),
-           ("research", "groundedness", 0.9), ("research", "relevance", 0.88)]  # fmt: skip
-CONVERSATIONS = [("support", 4, True), ("support", 2, False), ("research", 6, False)]
+# what the judge says of each agent's answers (the runs carry gen_ai.input/output.messages)
+VERDICTS = {"support": {"groundedness": 0.62, "relevance": 0.8}, "research": {"groundedness": 0.9, "relevance": 0.88}}
+# conversations recorded by the app with record_conversation: (agent, turns, escalated)
+CONVERSATIONS = [("research", 6, False), ("billing", 2, False)]
+# and one followed by gen_ai.conversation.id: the three support runs, escalated at the end
 ROUNDS = 2
+
+
+def judge(sample):
+    return VERDICTS[sample.agent_name]
 
 
 def _span(tracer, name, attributes, start, seconds, error_type=None, context=None):
@@ -60,13 +69,20 @@ def _span(tracer, name, attributes, start, seconds, error_type=None, context=Non
     return span, start + int(seconds * S)
 
 
-def run_round(meter) -> None:
+def run_round(meter, number: int) -> None:
     """One round of the workload, as plain OpenTelemetry spans with explicit times."""
     tracer = meter.tracer_provider.get_tracer("e2e.workload")
     t = time.time_ns() - 120 * S
-    for agent, error, seconds, models, tools in ROUND:
-        run, run_end = _span(tracer, f"invoke_agent {agent}",
-                             {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}, t, seconds, error)  # fmt: skip
+    support_runs = [n for n, r in enumerate(ROUND) if r[0] == "support"]
+    for n, (agent, error, seconds, models, tools) in enumerate(ROUND):
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+        if agent in VERDICTS and error is None:
+            attributes.update({"gen_ai.input.messages": "where is my order?", "gen_ai.output.messages": "on its way"})
+        if agent == "support":
+            attributes["gen_ai.conversation.id"] = f"support-{number}"
+            if n == support_runs[-1]:
+                attributes.update({"spanmeter.conversation.ended": True, "spanmeter.conversation.escalated": True})
+        run, run_end = _span(tracer, f"invoke_agent {agent}", attributes, t, seconds, error)
         ctx = trace.set_span_in_context(run)
         at = t
         for model, secs, i, o, cr, cw, rs, err in models:
@@ -85,14 +101,22 @@ def run_round(meter) -> None:
                              {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}, at, secs, err, ctx)  # fmt: skip
             span.end(end_time=at)
         run.end(end_time=run_end)
-    for agent, metric_type, score in QUALITY:
-        meter.record_quality(agent, metric_type, score)
     for agent, turns, escalated in CONVERSATIONS:
         meter.record_conversation(agent, turns=turns, escalated=escalated)
 
 
 def _count(predicate) -> int:
     return ROUNDS * sum(predicate(run) for run in ROUND)
+
+
+def _calls():
+    return [call for run in ROUND for call in run[3]]
+
+
+def _dollars(call) -> float:
+    model, _s, i, o, *_ = call
+    price_in, price_out = PRICES[model]
+    return ((i or 0) * price_in + (o or 0) * price_out) / 1e6
 
 
 EXPECTED_TOTALS = {
@@ -110,39 +134,44 @@ EXPECTED_TOTALS = {
     'sum(agent_tool_calls_total{status="timeout"})': _count(lambda r: sum(t[2] == "timeout" for t in r[4])),
     'sum(gen_ai_client_operation_duration_seconds_count{error_type="rate_limit_exceeded"})':
         _count(lambda r: sum(c[7] == "rate_limit_exceeded" for c in r[3])),
-    "sum(agent_conversations_total)": ROUNDS * len(CONVERSATIONS),
-    "sum(agent_escalations_total)": ROUNDS * sum(e for _, _, e in CONVERSATIONS),
+    "sum(agent_conversations_total)": ROUNDS * (len(CONVERSATIONS) + 1),
+    "sum(agent_escalations_total)": ROUNDS * (sum(e for _, _, e in CONVERSATIONS) + 1),
+    'sum(agent_conversation_turns_sum{agent_name="support"})': _count(lambda r: r[0] == "support"),
+    'sum(spanmeter_conversations_ended_total{reason="app"})': ROUNDS * (len(CONVERSATIONS) + 1),  # recorded ones too
+    'sum(agent_evaluations_total{status="done"})': _count(lambda r: r[0] in VERDICTS and r[1] is None),
+    'agent_quality_score{agent_name="support", metric_type="groundedness"}': 0.62,
+    "sum(agent_estimated_cost_dollars_total)": ROUNDS * sum(_dollars(c) for c in _calls() if c[0] in PRICES),
+    "sum(agent_unpriced_calls_total)": ROUNDS * sum(c[0] not in PRICES for c in _calls()),
+    'sum(agent_unpriced_tokens_total{token_type="input"})': ROUNDS * sum(c[2] for c in _calls() if c[0] not in PRICES),
+    "sum(agent_cost_per_run_dollars_count)": _count(lambda r: any(c[0] in PRICES and c[2] for c in r[3])),
     "sum(agent_tokens_per_run_sum)": _count(lambda r: sum((c[2] or 0) + (c[3] or 0) for c in r[3])),
 }  # fmt: skip
 # The alerts this workload must trigger (pending: their `for` has not passed). The others
 # need history a 30-second-old Prometheus cannot have; promtool unit tests cover them.
 TRIGGERED = {"AgentHighErrorRate", "AgentHighLatency", "ToolCallFailureSpike", "AgentQualityDegradation",
              "AgentErrorBudgetBurnFast", "AgentErrorBudgetBurnSlow", "AgentLatencyBudgetBurnFast",
-             "AgentLatencyBudgetBurnSlow"}  # fmt: skip
-# Series only the cost issue's pricer produces (spanmeter.setup has no prices yet).
-COST_SERIES = re.compile(r"agent_estimated_cost_dollars|agent_cost_per_run_dollars|agent_unpriced_(calls|tokens)")
-PRICING = "pricer" in spanmeter.setup.__code__.co_varnames or "prices" in spanmeter.setup.__code__.co_varnames
-
-
-def _needs_cost(expr: str) -> bool:
-    return bool(COST_SERIES.search(expr)) or "estimated_cost" in expr or "unpriced" in expr
+             "AgentLatencyBudgetBurnSlow", "AgentUnpricedSpend"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def stack():
     """spanmeter serving the workload, and a real Prometheus scraping it every second."""
+    prices = {"price": [{"model": m, "input": i, "output": o} for m, (i, o) in PRICES.items()]}
+    evaluator = Evaluator(judge, sample_rate=1.0, read_span_content=True)
     meter = spanmeter.setup(service_name="e2e-agents", port=0, registry=CollectorRegistry(),
-                            tracer_provider=TracerProvider())  # fmt: skip
+                            tracer_provider=TracerProvider(), prices=prices, price_catalogue=False,
+                            evaluator=evaluator)  # fmt: skip
     host, port = meter.address
     prom = LocalPrometheus(assets.PROMETHEUS_DIR, f"{host}:{port}", scrape_interval="1s", evaluation_interval="1s")
     prom.start()
     try:
         _wait(lambda: prom.query('up{job="spanmeter"} == 1'), "the first scrape")
         for done in range(1, ROUNDS + 1):
-            run_round(meter)
+            run_round(meter, done)
             want = done * len(ROUND)
-            _wait(lambda: [s for s in prom.query("sum(agent_requests_total)") if float(s["value"][1]) == want],
-                  f"round {done} in Prometheus")  # fmt: skip
+            _wait(lambda: [s for s in prom.query("sum(agent_requests_total) + sum(agent_evaluations_total)")
+                           if float(s["value"][1]) == want + done * len(VERDICTS)],
+                  f"round {done} and its evaluations in Prometheus")  # fmt: skip
             time.sleep(2.5)  # a few more scrapes and rule evaluations after the round
         yield meter, prom
     finally:
@@ -163,11 +192,10 @@ def _wait(condition, what: str, timeout: float = 20.0):
 def _poll(prom, exprs: list[str], timeout: float = 15.0) -> dict[str, list]:
     """Run every expression until each returns a finite value (or the time is up).
 
-    Expressions over cost series run once while spanmeter cannot price.
     """
     results: dict[str, list] = {e: prom.query(e) for e in exprs}
     deadline = time.monotonic() + timeout
-    pending = [e for e in exprs if not assets.finite(results[e]) and (PRICING or not _needs_cost(e))]
+    pending = [e for e in exprs if not assets.finite(results[e])]
     while pending:
         for expr in list(pending):
             results[expr] = prom.query(expr)
@@ -179,31 +207,21 @@ def _poll(prom, exprs: list[str], timeout: float = 15.0) -> dict[str, list]:
     return results
 
 
-def _split(results: dict[str, list], skip_cost: bool) -> tuple[list[str], list[str]]:
-    empty = [e for e, r in results.items() if not assets.finite(r) and not (skip_cost and _needs_cost(e))]
-    cost_empty = [e for e, r in results.items() if not assets.finite(r) and skip_cost and _needs_cost(e)]
-    return empty, cost_empty
-
-
 def test_totals_in_prometheus_match_the_workload(stack):
     _meter, prom = stack
     for expr, expected in EXPECTED_TOTALS.items():
         got = prom.query(expr)
-        assert got and float(got[0]["value"][1]) == expected, (expr, got, expected)
+        assert got and float(got[0]["value"][1]) == pytest.approx(expected, rel=1e-12, abs=1e-15), (expr, got)
     # the scrape config keeps the model metrics the article's relabel rule dropped
     assert prom.query("count(model_inference_duration_seconds_bucket)")
 
 
-def test_every_dashboard_expression_returns_data(stack, record_property):
+def test_every_dashboard_expression_returns_data(stack):
     _meter, prom = stack
     exprs = [assets.substitute(expr, window=WINDOW) for _title, expr in assets.dashboard_expressions()]
     results = _poll(prom, exprs)
-    empty, cost_empty = _split(results, skip_cost=not PRICING)
-    record_property("dashboard_expressions", len(exprs))
-    record_property("dashboard_without_data", len(empty) + len(cost_empty))
-    print(f"\ndashboard: {len(exprs)} expressions, {len(exprs) - len(empty) - len(cost_empty)} returned data")
-    for expr in cost_empty:
-        print(f"  no data (needs the cost issue's pricer): {expr.splitlines()[0]}")
+    empty = [e for e, r in results.items() if not assets.finite(r)]
+    print(f"\ndashboard: {len(exprs)} expressions, {len(exprs) - len(empty)} returned data")
     assert not empty, "expressions without data:\n" + "\n".join(empty)
 
 
@@ -223,14 +241,12 @@ def test_every_recording_rule_returns_data(stack):
     _meter, prom = stack
     exprs = [r["expr"] for r in assets.recording_rules()]
     results = _poll(prom, exprs)
-    empty, cost_empty = _split(results, skip_cost=not PRICING)
-    print(f"\nrecording rules: {len(exprs)} expressions, {len(exprs) - len(empty) - len(cost_empty)} returned data")
-    for expr in cost_empty:
-        print(f"  no data (needs the cost issue's pricer): {expr.splitlines()[0]}")
+    empty = [e for e, r in results.items() if not assets.finite(r)]
+    print(f"\nrecording rules: {len(exprs)} expressions, {len(exprs) - len(empty)} returned data")
     assert not empty, "recording rules without data:\n" + "\n".join(empty)
     # and Prometheus itself evaluates them: the recorded series exist
     recorded = [r["record"] for r in assets.recording_rules()]
-    missing = [name for name in recorded if not prom.query(name) and not (not PRICING and _needs_cost(name))]
+    missing = [name for name in recorded if not prom.query(name)]
     assert not missing, missing
 
 
@@ -247,16 +263,13 @@ def test_every_alert_operand_returns_data_and_the_workload_triggers_its_alerts(s
                 with_data += 1
             elif " offset " in operand:
                 history.append(operand)  # needs an hour or a day of history
-            elif not PRICING and _needs_cost(operand):
-                history.append(operand)
             else:
                 raise AssertionError(f"{rule['alert']}: no data for {operand}")
     print(f"\nalert operands: {operand_count}, {with_data} returned data; without data by design:")
     for operand in history:
         print(f"  {operand}")
     full = {r["alert"]: bool(assets.finite(prom.query(r["expr"]))) for r in assets.alert_rules()}
-    expected = TRIGGERED | ({"AgentUnpricedSpend"} if PRICING else set())
-    assert {name for name, fired in full.items() if fired} == expected
-    active = _wait(lambda: {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]} >= expected or None,
+    assert {name for name, fired in full.items() if fired} == TRIGGERED
+    active = _wait(lambda: {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]} >= TRIGGERED or None,
                    "the triggered alerts to be pending in Prometheus")  # fmt: skip
     assert active
