@@ -273,3 +273,15 @@ def test_every_alert_operand_returns_data_and_the_workload_triggers_its_alerts(s
     active = _wait(lambda: {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]} >= TRIGGERED or None,
                    "the triggered alerts to be pending in Prometheus")  # fmt: skip
     assert active
+
+
+def test_the_renderer_draws_every_panel_from_range_queries(stack, tmp_path):
+    from dashboards.render import draw, query_panels
+
+    _meter, prom = stack
+    end = time.time()
+    results = query_panels(prom, end - 30, end)
+    assert set(results) == {p["title"] for p in assets.panels()}
+    empty = draw(results, end - 30, tmp_path / "panels.png")
+    assert empty == []
+    assert (tmp_path / "panels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
