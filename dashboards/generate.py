@@ -66,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         bad = stale()
         for path in bad:
-            print(f"stale: {path.relative_to(ROOT.parent)} (run `{COMMAND}`)", file=sys.stderr)
+            print(f"stale: {path.relative_to(ROOT)} (run `{COMMAND}`)", file=sys.stderr)
         return 1 if bad else 0
     for path, text in outputs().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text("utf-8") != text:
             path.write_text(text, "utf-8")
-            print(f"wrote {path.relative_to(ROOT.parent)}")
+            print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

@@ -200,7 +200,8 @@ def cost():
         stat_("Estimated cost (last 24 h)", "Estimated model spend over the last 24 hours.", "currencyUSD",
               (f"sum(increase({m('agent_estimated_cost_dollars')}{{{AM}}}[1d]))", "Cost/Day"), thresholds=money),
         stat_("Cost per run", "Mean estimated cost of one agent run (one interaction).", "currencyUSD",
-              (f"sum({_rate('agent_cost_per_run_dollars', A, '_sum')})\n/ sum({_rate('agent_cost_per_run_dollars', A, '_count')})",
+              (f"sum({_rate('agent_cost_per_run_dollars', A, '_sum')})\n"
+               f"/ sum({_rate('agent_cost_per_run_dollars', A, '_count')})",
                "Cost/Run"), thresholds=money),
         stat_("Unpriced calls", "Inference calls in the time range whose model has no known price: their cost "
               "is missing from the panels here (alert: AgentUnpricedSpend).", "short",

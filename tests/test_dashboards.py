@@ -134,3 +134,16 @@ def test_operands_split_alerts_at_comparisons_and_set_operators():
     assert operands("(a > 1 and b{x=\"y > z\"} > bool 2) or c unless on (k) d[5m] offset 1h") == [
         "a", "1", 'b{x="y > z"}', "2", "c", "d[5m] offset 1h"]  # fmt: skip
     assert operands("sum(rate(x[5m])) / sum(rate(y[5m]))") == ["sum(rate(x[5m])) / sum(rate(y[5m]))"]
+
+
+def test_generate_check_fails_on_a_hand_edited_file_and_generate_repairs_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(generate, "GRAFANA_DIR", tmp_path / "grafana")
+    monkeypatch.setattr(generate, "PROMETHEUS_DIR", tmp_path / "prometheus")
+    monkeypatch.setattr(generate, "ROOT", tmp_path)
+    assert generate.main([]) == 0
+    assert generate.main(["--check"]) == 0
+    rules = tmp_path / "prometheus" / "alerts.rules.yml"
+    rules.write_text(rules.read_text("utf-8").replace("> 0.05", "> 0.5"), "utf-8")
+    assert generate.main(["--check"]) == 1
+    assert "stale: prometheus/alerts.rules.yml" in capsys.readouterr().err
+    assert generate.main([]) == 0 and generate.main(["--check"]) == 0

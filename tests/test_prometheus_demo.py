@@ -48,7 +48,8 @@ def test_demo_starts_prometheus_with_the_rules_and_stops_it_on_ctrl_c():
         assert url, "".join(lines)
         deadline = time.monotonic() + 60  # generous: the 2 cores are shared
         while time.monotonic() < deadline:
-            if _query(url, "sum(agent_requests_total) > 0") and _query(url, "agent_name_tool_name:agent_tool_calls:present"):
+            recorded = "agent_name_tool_name:agent_tool_calls:present"  # a rule result after one evaluation
+            if _query(url, "sum(agent_requests_total) > 0") and _query(url, recorded):
                 break
             time.sleep(0.5)
         else:

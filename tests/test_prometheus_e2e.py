@@ -97,8 +97,8 @@ def run_round(meter, number: int) -> None:
             span, at = _span(tracer, f"chat {model}", attrs, at, secs, err, ctx)
             span.end(end_time=at)
         for tool, secs, err in tools:
-            span, at = _span(tracer, f"execute_tool {tool}",
-                             {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}, at, secs, err, ctx)  # fmt: skip
+            attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}
+            span, at = _span(tracer, f"execute_tool {tool}", attrs, at, secs, err, ctx)
             span.end(end_time=at)
         run.end(end_time=run_end)
     for agent, turns, escalated in CONVERSATIONS:

@@ -82,7 +82,8 @@ def test_the_articles_five_alerts_are_there_and_the_cost_alert_reads_the_total()
 
 def test_the_articles_cost_alert_fails_the_cost_unit_test(tmp_path):
     """The unit tests catch the reference article's defect: its bare counter name matches nothing."""
-    article = "sum(rate(agent_estimated_cost_dollars[1h])) * 3600 > 2 * sum(rate(agent_estimated_cost_dollars[1h] offset 1d)) * 3600"
+    article = ("sum(rate(agent_estimated_cost_dollars[1h])) * 3600"
+               " > 2 * sum(rate(agent_estimated_cost_dollars[1h] offset 1d)) * 3600")
     alerts = yaml.safe_load(assets.RULE_FILES[1].read_text("utf-8"))
     for group in alerts["groups"]:
         for rule in group["rules"]:
