@@ -207,6 +207,12 @@ def _poll(prom, exprs: list[str], timeout: float = 15.0) -> dict[str, list]:
     return results
 
 
+def _print(results: dict[str, list]) -> None:
+    """With ``-s``: how many series (with a number) each expression returned."""
+    for expr, result in results.items():
+        print(f"{len(assets.finite(result)):3d} | {' '.join(expr.split())}")
+
+
 def test_totals_in_prometheus_match_the_workload(stack):
     _meter, prom = stack
     for expr, expected in EXPECTED_TOTALS.items():
@@ -221,7 +227,8 @@ def test_every_dashboard_expression_returns_data(stack):
     exprs = [assets.substitute(expr, window=WINDOW) for _title, expr in assets.dashboard_expressions()]
     results = _poll(prom, exprs)
     empty = [e for e, r in results.items() if not assets.finite(r)]
-    print(f"\ndashboard: {len(exprs)} expressions, {len(exprs) - len(empty)} returned data")
+    _print(results)
+    print(f"dashboard: {len(exprs)} expressions, {len(exprs) - len(empty)} returned data")
     assert not empty, "expressions without data:\n" + "\n".join(empty)
 
 
@@ -232,6 +239,7 @@ def test_every_dashboard_variable_lists_values(stack):
         assert match, query
         selector = assets.substitute(match.group(1))
         values = prom.api(f"label/{match.group(2)}/values", **{"match[]": selector})
+        print(f"{len(values):3d} | {query} -> {values}")
         assert values, (name, query)
     assert set(prom.api("label/agent_name/values", **{"match[]": "agent_requests_total"})) == {
         "support", "research", "billing"}  # fmt: skip
@@ -242,7 +250,8 @@ def test_every_recording_rule_returns_data(stack):
     exprs = [r["expr"] for r in assets.recording_rules()]
     results = _poll(prom, exprs)
     empty = [e for e, r in results.items() if not assets.finite(r)]
-    print(f"\nrecording rules: {len(exprs)} expressions, {len(exprs) - len(empty)} returned data")
+    _print(results)
+    print(f"recording rules: {len(exprs)} expressions, {len(exprs) - len(empty)} returned data")
     assert not empty, "recording rules without data:\n" + "\n".join(empty)
     # and Prometheus itself evaluates them: the recorded series exist
     recorded = [r["record"] for r in assets.recording_rules()]
@@ -259,6 +268,7 @@ def test_every_alert_operand_returns_data_and_the_workload_triggers_its_alerts(s
                 continue  # a threshold
             operand_count += 1
             result = prom.query(operand)  # raises on an expression Prometheus rejects
+            _print({operand: result})
             if assets.finite(result):
                 with_data += 1
             elif " offset " in operand:
@@ -269,6 +279,7 @@ def test_every_alert_operand_returns_data_and_the_workload_triggers_its_alerts(s
     for operand in history:
         print(f"  {operand}")
     full = {r["alert"]: bool(assets.finite(prom.query(r["expr"]))) for r in assets.alert_rules()}
+    _print({r["expr"]: prom.query(r["expr"]) for r in assets.alert_rules()})
     assert {name for name, fired in full.items() if fired} == TRIGGERED
     active = _wait(lambda: {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]} >= TRIGGERED or None,
                    "the triggered alerts to be pending in Prometheus")  # fmt: skip
