@@ -21,6 +21,7 @@ def _sync_workload(meter) -> None:
         with meter.model_call("gpt-4o", provider="openai") as call:
             call.record_usage(input_tokens=1000, output_tokens=200, cache_read_tokens=400)
             call.record_response(model="gpt-4o-2024-08-06", finish_reasons=["tool_calls"])
+            call.record_first_chunk()  # a streamed call: time to first chunk
         with meter.tool_call("search_orders"):
             pass
         with meter.model_call("gpt-4o", provider="openai") as call:
@@ -108,6 +109,8 @@ def test_sync_workload_gives_exact_counts(meter, scrape):
         "gen_ai_execute_tool_duration_seconds_count", gen_ai_tool_name="issue_refund", error_type="RuntimeError"
     ) == 1
     assert s.value("spanmeter_spans_total", kind="inference") == 5
+    assert s.total("gen_ai_client_operation_time_to_first_chunk_seconds_count") == 1
+    assert s.value("gen_ai_client_operation_time_to_first_chunk_seconds_count", gen_ai_request_model="gpt-4o") == 1
     assert s.value("spanmeter_processor_errors_total") == 0
 
 

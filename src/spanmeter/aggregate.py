@@ -109,7 +109,7 @@ class ModelSeries:
 
     __slots__ = (
         "dims", "count", "duration", "tokens", "token_input", "token_output", "cost",
-        "priced", "unpriced_calls", "unpriced_tokens",
+        "priced", "unpriced_calls", "unpriced_tokens", "time_to_first_chunk",
     )  # fmt: skip
 
     def __init__(self, dims):
@@ -123,10 +123,13 @@ class ModelSeries:
         self.priced = False
         self.unpriced_calls = 0
         self.unpriced_tokens = [0] * len(TOKEN_TYPES)
+        self.time_to_first_chunk = _hist("model", "time_to_first_chunk")  # streamed calls only
 
     def snapshot(self, now: float) -> dict:
+        ttfc = self.time_to_first_chunk.snapshot()
         return {
             "count": self.count,
+            "time_to_first_chunk": ttfc if sum(ttfc[0]) else None,
             "duration": self.duration.snapshot(),
             "tokens": list(self.tokens),
             "token_usage": (self.token_input.snapshot(), self.token_output.snapshot()),
@@ -363,6 +366,7 @@ class State:
             "faults": Table("faults", CountSeries),
             "evictions": Table("evictions", CountSeries),
             "evaluations": Table("evaluations", CountSeries),
+            "no_usage": Table("no_usage", CountSeries),
             "conversation_ends": Table("conversation_ends", CountSeries),
             "open_conversations": Table("open_conversations", ValueSeries),
             "price_sources": Table("price_sources", CountSeries),

@@ -29,6 +29,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from spanmeter import __version__
+from spanmeter import otlp as _otlp
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
 from spanmeter.errors import ConfigurationError
 from spanmeter.export import PrometheusReader
@@ -88,15 +89,17 @@ class Spanmeter:
     """
 
     def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider,
-                 evaluator=None):  # fmt: skip
+                 push=None, evaluator=None):  # fmt: skip
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processor = processor
-        self.reader = reader
+        self.reader = reader  # the Prometheus reader, None with prometheus=False
+        self.push = push  # spanmeter.otlp.Push, None without otlp=True
         self.evaluator = evaluator
         self._server = server
         self._owns_meter_provider = owns_meter_provider
         self._closed = False
+        self.pid = os.getpid()
 
     @property
     def state(self):
@@ -148,8 +151,17 @@ class Spanmeter:
         if self._closed:
             return
         self._closed = True
+        if self.pid != os.getpid():
+            # Inherited through fork: release this process's copies only (the serving
+            # thread and the export connections belong to the parent).
+            self.processor.shutdown()
+            if self._server is not None:
+                self._server.server_close()
+            return
         if self.evaluator is not None:
             self.evaluator.shutdown()
+        if self.push is not None:
+            self.push.flush()
         self.processor.shutdown()
         if self.processor.pricer is not None:
             self.processor.pricer.stop()
@@ -159,7 +171,11 @@ class Spanmeter:
         if self._owns_meter_provider:
             self.meter_provider.shutdown()
         else:
-            self.meter_provider.remove_metric_reader(self.reader)
+            for reader in (self.reader, self.push and self.push.reader):
+                if reader is not None:
+                    self.meter_provider.remove_metric_reader(reader)
+        if self.push is not None:
+            self.push.shutdown()
 
 
 def setup(
@@ -183,6 +199,14 @@ def setup(
     evaluator=None,
     conversation_idle_seconds: float = 1800.0,
     max_open_conversations: int = 100_000,
+    # OTLP push, see spanmeter.otlp
+    prometheus: bool = True,
+    otlp: bool = False,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    otlp_interval_seconds: float | None = None,
+    otlp_headers: dict[str, str] | None = None,
+    otlp_spans: bool = False,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
@@ -197,7 +221,18 @@ def setup(
     ``evaluator``: a :class:`spanmeter.quality.Evaluator` that scores sampled runs in the
     background. ``conversation_idle_seconds``: a conversation followed by
     ``gen_ai.conversation.id`` ends after this long without a turn.
+    ``prometheus=False`` leaves the Prometheus reader out (OTLP push alone).
+    ``otlp=True`` pushes by OTLP on an interval (:mod:`spanmeter.otlp` for the ``otlp_*``
+    options and their ``OTEL_EXPORTER_OTLP_*`` variables); ``otlp_spans=True`` exports the
+    spans too.
     """
+    push_settings = _otlp.settings(otlp, endpoint=otlp_endpoint, protocol=otlp_protocol,
+                                   interval_seconds=otlp_interval_seconds, headers=otlp_headers,
+                                   spans=otlp_spans)  # fmt: skip
+    if not prometheus:
+        if push_settings is None:
+            raise ConfigurationError("prometheus=False and no otlp=True: nothing would export; turn one on")
+        start_server = False
     if host is not None or port is not None or start_server:
         host, port = resolve_endpoint(host, port)
     limits = _check_label_limits(label_limits)
@@ -213,6 +248,8 @@ def setup(
     if resource is None:
         base = tracer_provider.resource if tracer_provider is not None else Resource.create()
         resource = base.merge(Resource({"service.name": service_name})) if service_name else base
+    if push_settings is not None:
+        resource = _otlp.instance_resource(resource)
 
     pricer = Pricer.create(prices, catalogue=price_catalogue, update=update_prices, update_url=update_prices_url)
     state = State(
@@ -230,12 +267,17 @@ def setup(
         tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(processor)
 
-    reader = PrometheusReader(state=state, resource=resource, registry=registry)
+    reader = PrometheusReader(state=state, resource=resource, registry=registry) if prometheus else None
+    push = _otlp.Push(push_settings, state=state, resource=resource) if push_settings is not None else None
+    readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None
     if owns:
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     else:
-        meter_provider.add_metric_reader(reader)
+        for r in readers:
+            meter_provider.add_metric_reader(r)
+    if push is not None and push.span_processor is not None:
+        tracer_provider.add_span_processor(push.span_processor)
     _register_info(meter_provider)
 
     server = None
@@ -245,9 +287,15 @@ def setup(
         try:
             server, _thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
         except OSError as exc:
-            meter_provider.shutdown() if owns else meter_provider.remove_metric_reader(reader)
+            if owns:
+                meter_provider.shutdown()
+            else:
+                for r in readers:
+                    meter_provider.remove_metric_reader(r)
             processor.shutdown()
             pricer.stop()
+            if push is not None:
+                push.shutdown()
             raise ConfigurationError(
                 f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
                 f"port with port=... or {ENV_PORT}"
@@ -263,6 +311,7 @@ def setup(
         reader=reader,
         server=server,
         owns_meter_provider=owns,
+        push=push,
         evaluator=evaluator,
     )
 
@@ -292,7 +341,9 @@ def configure(**kwargs) -> Spanmeter:
     global _default
     with _lock:
         if _default is not None:
-            return _default
+            if _default.pid == os.getpid():
+                return _default
+            _default.shutdown()  # inherited through fork: this worker gets its own
         if kwargs.get("tracer_provider") is None:
             current = trace.get_tracer_provider()
             if isinstance(current, TracerProvider):

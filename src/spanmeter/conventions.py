@@ -92,16 +92,102 @@ MAX_LABEL_LENGTH = 128
 
 
 def kind_of(attributes) -> int | None:
-    """The kind of a span from its attributes, or None when it is none of ours."""
+    """The kind of a span from its attributes, or None when it is none of ours.
+
+    Used when a span starts (attributes given at creation) and when it ends.
+    """
     op = attributes.get(OPERATION_NAME)
     if op.__class__ is str:
         return OPERATION_KINDS.get(op)
     return None
 
 
+#: The fields of a record, the tuple :func:`read` returns (a tuple: the cheapest thing
+#: Python builds). Token counts keep the GenAI meaning (input includes cache reads and
+#: writes, output includes reasoning), are ints or None (absent), and were coerced by the
+#: rules above; ``drops`` lists the (field, reason) of values that could not be used.
+RECORD_FIELDS = (
+    "kind", "operation", "agent", "model", "response_model", "provider", "tool", "tool_type",
+    "error_type", "conversation", "response_id",
+    "input", "output", "cache_read", "cache_write", "reasoning", "drops", "time_to_first_chunk",
+)  # fmt: skip
+_TOKEN_FIELDS = tuple(f"{t}_tokens" for t in TOKEN_TYPES)
+
+
+def as_dict(record: tuple) -> dict:
+    """A record as a dictionary of :data:`RECORD_FIELDS` (for tests and debugging)."""
+    return dict(zip(RECORD_FIELDS, record))
+
+
+def coerce_tokens(tokens: tuple) -> tuple[tuple, list]:
+    """Token counts made usable by :func:`coerce_count`, and the (field, reason) drops."""
+    out, drops = [], []
+    for field, value in zip(_TOKEN_FIELDS, tokens):
+        if value is not None:
+            value, reason = coerce_count(value)
+            if reason is not None:
+                drops.append((field, reason))
+        out.append(value)
+    return tuple(out), drops
+
+
+def read(attributes, kind: int, failed: bool) -> tuple:
+    """The record (see :data:`RECORD_FIELDS`) of a span of ``kind`` (from :func:`kind_of`)."""
+    get = attributes.get
+    error_type = get(ERROR_TYPE)
+    if error_type is not None or failed:
+        error_type = outcome(error_type, failed)[1]
+    drops = None
+    if kind == KIND_INFERENCE:
+        response_model = get(RESPONSE_MODEL)
+        i = get(INPUT_TOKENS)
+        if i is None:
+            i = get(PROMPT_TOKENS_OLD)
+        o = get(OUTPUT_TOKENS)
+        if o is None:
+            o = get(COMPLETION_TOKENS_OLD)
+        cr = get(CACHE_READ_TOKENS)
+        cw = get(CACHE_WRITE_TOKENS)
+        if cw is None:
+            cw = get(CACHE_WRITE_TOKENS_NEXT)
+        rs = get(REASONING_TOKENS)
+        # Inline check (a loop costs more): every count absent or a plain int in range.
+        if not (
+            (i is None or (i.__class__ is int and 0 <= i <= MAX_TOKENS))
+            and (o is None or (o.__class__ is int and 0 <= o <= MAX_TOKENS))
+            and (cr is None or (cr.__class__ is int and 0 <= cr <= MAX_TOKENS))
+            and (cw is None or (cw.__class__ is int and 0 <= cw <= MAX_TOKENS))
+            and (rs is None or (rs.__class__ is int and 0 <= rs <= MAX_TOKENS))
+        ):
+            (i, o, cr, cw, rs), drops = coerce_tokens((i, o, cr, cw, rs))
+        ttfc = get(TIME_TO_FIRST_CHUNK)
+        if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
+            drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
+            ttfc = None
+        return (
+            kind, get(OPERATION_NAME), get(AGENT_NAME), get(REQUEST_MODEL) or response_model, response_model,
+            get(PROVIDER_NAME) or get(SYSTEM), None, None, error_type, None, get(RESPONSE_ID),
+            i, o, cr, cw, rs, drops, ttfc,
+        )  # fmt: skip
+    if kind == KIND_TOOL:
+        return (
+            kind, get(OPERATION_NAME), get(AGENT_NAME), None, None, None, get(TOOL_NAME), get(TOOL_TYPE),
+            error_type, None, None, None, None, None, None, None, drops, None,
+        )  # fmt: skip
+    return (
+        kind, get(OPERATION_NAME), get(AGENT_NAME), None, None, None, None, None,
+        error_type, get(CONVERSATION_ID), None, None, None, None, None, None, drops, None,
+    )  # fmt: skip
+
+
 def is_timeout(error_type: str) -> bool:
     """The rule that tells a timeout from other failures: ``error.type`` names one."""
     return "timeout" in error_type.lower()
+
+
+def status_of(error_type: str) -> str:
+    """Status label of a failed operation: ``timeout`` or ``error``."""
+    return STATUS_TIMEOUT if is_timeout(error_type) else STATUS_ERROR
 
 
 def outcome(error_type, failed: bool) -> tuple[str, str | None]:

@@ -23,16 +23,26 @@ SCOPE = InstrumentationScope("spanmeter", __version__)
 
 
 def merge(metrics_data: MetricsData | None, metrics: list, resource: Resource) -> MetricsData | None:
-    """``metrics_data`` with ``metrics`` added under spanmeter's scope."""
+    """``metrics_data`` with ``metrics`` added under spanmeter's scope.
+
+    When the collection already has that scope (the SDK's own ``spanmeter_info`` gauge),
+    the metrics join it: exporters key scopes by identity, and OTLP encoding would keep
+    only one of two equal scopes.
+    """
     if not metrics:
         return metrics_data
-    scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
     if metrics_data is None or not metrics_data.resource_metrics:
+        scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
         return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
     first, *rest = metrics_data.resource_metrics
-    merged = ResourceMetrics(
-        resource=first.resource, scope_metrics=[*first.scope_metrics, scope], schema_url=first.schema_url
-    )
+    scopes = list(first.scope_metrics)
+    for n, existing in enumerate(scopes):
+        if existing.scope == SCOPE:
+            scopes[n] = ScopeMetrics(scope=SCOPE, metrics=[*existing.metrics, *metrics], schema_url=existing.schema_url)
+            break
+    else:
+        scopes.append(ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url=""))
+    merged = ResourceMetrics(resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url)
     return MetricsData(resource_metrics=[merged, *rest])
 
 

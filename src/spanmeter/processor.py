@@ -1,24 +1,43 @@
-"""The span processor: classifies each ended span and aggregates its metrics.
+"""The span processor: remembers ancestry as spans start, aggregates them as they end.
 
-Hot path rules: ``on_start``/``on_end`` never raise into the application (a broad
-catch, counted in ``spanmeter_processor_errors_total`` and logged at most once a
-minute), allocate little, and hold the state lock only for a few additions.
+Hot path rules: ``on_start``/``on_end`` never raise into the application (a broad catch,
+counted in ``spanmeter_processor_errors_total`` and logged at most once a minute),
+allocate little, and hold the state lock only for a few additions. ``on_start``
+classifies the span from its start attributes and remembers it by span id when it is
+under an agent run or is itself a GenAI span; ``on_end`` reads the ended span into a
+:class:`spanmeter.conventions.Record`, prices it, and adds it to the
+:class:`spanmeter.aggregate.State`. (Deferring the aggregation to a queue was measured
+and rejected: keeping ended spans alive until a batch runs more than doubled the total
+cost per span, through allocator and garbage-collector pressure.)
 
-Ancestry: every span started under an agent run (at any depth, in this process) is
-remembered until it ends, so a model or tool span without ``gen_ai.agent.name`` is
-attributed to its nearest agent-run ancestor, and the run counts its inference calls,
-tool calls and tokens. A nested agent run counts only its own children. At most
-``max_open_spans`` spans are remembered; beyond that the oldest half is forgotten
-(``spanmeter_open_spans_evicted_total``), so runs that never end cannot grow memory
-without bound.
+Ancestry: a model or tool span without ``gen_ai.agent.name`` is attributed to its nearest
+agent-run ancestor in this process (through any depth of other spans), and the run counts
+its inference calls, tool calls, tokens and cost. A nested agent run counts only its own
+children. At most ``max_open_spans`` started spans are remembered; beyond that the oldest
+half is forgotten (``spanmeter_open_spans_evicted_total``), so runs that never end cannot
+grow memory without bound.
+
+Each LLM call counts once:
+
+- an inference span nested under another inference span (through spans of no GenAI kind:
+  a framework's LLM span around an SDK instrumentation's span) is the same call seen
+  twice. The innermost spans (closest to the wire) are counted; the enclosing one adds
+  no call and no duration, and adds its tokens and cost only when none of the spans it
+  encloses had usage;
+- two inference spans with the same ``gen_ai.response.id`` in one trace that overlap in
+  time (two instrumentations side by side) count once: the first that ends. (Calls that
+  do not overlap are separate calls, even from a server that reuses response ids.)
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+import weakref
 from bisect import bisect_left
+from collections import OrderedDict
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
@@ -31,8 +50,7 @@ from spanmeter.pricing import FEMTO, UNPRICED
 _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
 _ERROR = StatusCode.ERROR
-_MAX_TOKENS = c.MAX_TOKENS
-_TOKEN_FIELDS = tuple(f"{t}_tokens" for t in c.TOKEN_TYPES)
+_SEEN_RESPONSES = 10_000  # (trace id, response id) pairs remembered for de-duplication
 
 
 def _attributes(span):
@@ -72,7 +90,8 @@ class SpanmeterProcessor(SpanProcessor):
     """Derives the catalogue's metrics from ended spans into a :class:`State`.
 
     ``pricer`` (a :class:`spanmeter.pricing.Pricer`) prices each inference span; without
-    one, no cost metric is produced.
+    one, no cost metric is produced. ``evaluator`` (a :class:`spanmeter.quality.Evaluator`)
+    gets agent runs' recorded content when it opted in to reading it.
     """
 
     def __init__(self, state: State | None = None, *, max_open_spans: int = 100_000, pricer=None, evaluator=None):
@@ -83,9 +102,18 @@ class SpanmeterProcessor(SpanProcessor):
         self._price = pricer.price if pricer is not None else None
         self.evaluator = evaluator
         self._max_open = max_open_spans
-        self._runs: dict[int, _Run] = {}
         self._stopped = False
         self._last_log = -math.inf
+        self._reset()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (p := ref()) is not None and p._reset())
+
+    def _reset(self) -> None:
+        # span id -> (run, id of the innermost open inference span, id of the one enclosing it)
+        self._open: dict[int, tuple] = {}
+        # outer inference span id -> [inner calls counted, any with usage, without usage]
+        self._wrappers: dict[int, list] = {}
+        self._seen: OrderedDict = OrderedDict()  # (trace id, response id), under the state lock
 
     # --- SpanProcessor -----------------------------------------------------------------
     def on_start(self, span: Span, parent_context=None) -> None:
@@ -93,18 +121,22 @@ class SpanmeterProcessor(SpanProcessor):
             return
         try:
             attrs = _attributes(span)
-            if attrs.get(c.OPERATION_NAME) == c.OP_INVOKE_AGENT:
-                run = _Run(span, attrs.get(c.AGENT_NAME))
+            op = attrs.get(c.OPERATION_NAME)
+            kind = c.OPERATION_KINDS.get(op) if op.__class__ is str else None
+            parent = span.parent
+            ctx = self._open.get(parent.span_id) if parent is not None else None
+            if kind is None:
+                if ctx is None:
+                    return
+            elif kind == c.KIND_INFERENCE:
+                ctx = (ctx[0], span.context.span_id, ctx[1]) if ctx is not None else (None, span.context.span_id, None)
+            elif kind == c.KIND_AGENT:
+                ctx = (_Run(span, attrs.get(c.AGENT_NAME)), None, None)
             else:
-                parent = span.parent
-                if parent is None:
-                    return
-                run = self._runs.get(parent.span_id)
-                if run is None:
-                    return
-            runs = self._runs
-            runs[span.context.span_id] = run
-            if len(runs) > self._max_open:
+                ctx = (ctx[0] if ctx is not None else None, None, None)
+            opened = self._open
+            opened[span.context.span_id] = ctx
+            if len(opened) > self._max_open:
                 self._evict()
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
@@ -113,67 +145,52 @@ class SpanmeterProcessor(SpanProcessor):
         if self._stopped:
             return
         try:
-            run = self._runs.pop(span.context.span_id, None) if self._runs else None
+            ctx = self._open.pop(span.context.span_id, None) if self._open else None
             attrs = _attributes(span)
             op = attrs.get(c.OPERATION_NAME)
             kind = c.OPERATION_KINDS.get(op) if op.__class__ is str else None
             if kind is None:
                 return
+            record = c.read(attrs, kind, span.status.status_code is _ERROR)
             if kind == c.KIND_INFERENCE:
-                self._inference(span, attrs, op, run)
+                self._inference(span, attrs, record, ctx)
             elif kind == c.KIND_TOOL:
-                self._tool(span, attrs, run)
+                self._tool(span, record, ctx)
             else:
-                self._agent(span, attrs, run)
+                self._agent(span, record, ctx)
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
 
     @property
     def open_spans(self) -> int:
-        """Spans under agent runs that started and have not ended yet (bounded)."""
-        return len(self._runs)
+        """Started spans remembered for ancestry (bounded by ``max_open_spans``)."""
+        return len(self._open)
 
     def shutdown(self) -> None:
         self._stopped = True
-        self._runs = {}
+        self._open = {}
+        self._wrappers = {}
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # nothing is buffered: spans are aggregated as they end
 
     # --- one method per kind of span ---------------------------------------------------
-    def _inference(self, span, attrs, op, run) -> None:
-        get = attrs.get
-        response_model = get(c.RESPONSE_MODEL)
-        model = get(c.REQUEST_MODEL) or response_model
-        provider = get(c.PROVIDER_NAME) or get(c.SYSTEM)
-        agent = get(c.AGENT_NAME)
-        if agent is None and run is not None:
-            agent = run.agent if run.agent is not None else run.agent_name()
-        error_type = get(c.ERROR_TYPE)
-        failed = span.status.status_code is _ERROR
-        if error_type is not None or failed:
-            error_type = c.outcome(error_type, failed)[1]
-        i = get(c.INPUT_TOKENS)
-        if i is None:
-            i = get(c.PROMPT_TOKENS_OLD)
-        o = get(c.OUTPUT_TOKENS)
-        if o is None:
-            o = get(c.COMPLETION_TOKENS_OLD)
-        cr = get(c.CACHE_READ_TOKENS)
-        cw = get(c.CACHE_WRITE_TOKENS)
-        if cw is None:
-            cw = get(c.CACHE_WRITE_TOKENS_NEXT)
-        rs = get(c.REASONING_TOKENS)
-        drops = None
-        # Inline check (a loop costs more): every count absent or a plain int in range.
-        if not (
-            (i is None or (i.__class__ is int and 0 <= i <= _MAX_TOKENS))
-            and (o is None or (o.__class__ is int and 0 <= o <= _MAX_TOKENS))
-            and (cr is None or (cr.__class__ is int and 0 <= cr <= _MAX_TOKENS))
-            and (cw is None or (cw.__class__ is int and 0 <= cw <= _MAX_TOKENS))
-            and (rs is None or (rs.__class__ is int and 0 <= rs <= _MAX_TOKENS))
-        ):
-            (i, o, cr, cw, rs), drops = _coerce_tokens((i, o, cr, cw, rs))
+    def _inference(self, span, attrs, record, ctx) -> None:
+        (_, op, agent, model, response_model, provider, _, _, error_type, _, response_id,
+         i, o, cr, cw, rs, drops, ttfc) = record  # fmt: skip
+        run = None
+        wrapper = None  # what the inference spans nested in this one counted
+        outer = None  # the inference span this one is nested in
+        if ctx is not None:
+            run, _, outer = ctx
+            if agent is None and run is not None:
+                agent = run.agent if run.agent is not None else run.agent_name()
+            if self._wrappers:
+                wrapper = self._wrappers.pop(span.context.span_id, None)
+        has_usage = i is not None or o is not None
+        if wrapper is not None and (wrapper[1] or not has_usage):
+            i = o = cr = cw = rs = None  # the nested spans counted this call's tokens
+            has_usage = False
         start, end = span.start_time, span.end_time
         if start.__class__ is int and end.__class__ is int and end >= start:
             duration = (end - start) / 1e9
@@ -181,7 +198,7 @@ class SpanmeterProcessor(SpanProcessor):
             duration, drop = _duration(span)
             drops = (drops or []) + [drop]
         priced = None
-        if self._price is not None:
+        if self._price is not None and (wrapper is None or has_usage):
             priced = self._price(provider, model, response_model, (i, o, cr, cw, rs), end, attrs)
 
         state = self.state
@@ -192,42 +209,74 @@ class SpanmeterProcessor(SpanProcessor):
         except TypeError:  # an unhashable attribute value
             series = None
         with state.lock:
+            if wrapper is None and response_id.__class__ is str and response_id:
+                seen_key = (span.context.trace_id, response_id)
+                seen = self._seen
+                other = seen.get(seen_key)
+                if other is not None and other[0] <= end and start <= other[1]:
+                    return  # another instrumentation's span of the same call counted it
+                # (the same id on calls that do not overlap in time: a server reusing ids)
+                seen[seen_key] = (start, end)
+                if len(seen) > _SEEN_RESPONSES:
+                    seen.popitem(last=False)
             if series is None:
                 series = state.series_locked(table, key)
-            series.count += 1
-            if duration is not None:
-                h = series.duration
-                h.counts[bisect_left(h.bounds, duration)] += 1
-                h.total += duration
-                if duration < h.min:
-                    h.min = duration
-                if duration > h.max:
-                    h.max = duration
-            counts = series.tokens
-            if i is not None:
-                counts[0] += i
-                h = series.token_input
-                h.counts[bisect_left(h.bounds, i)] += 1
-                h.total += i
-                if i < h.min:
-                    h.min = i
-                if i > h.max:
-                    h.max = i
-            if o is not None:
-                counts[1] += o
-                h = series.token_output
-                h.counts[bisect_left(h.bounds, o)] += 1
-                h.total += o
-                if o < h.min:
-                    h.min = o
-                if o > h.max:
-                    h.max = o
-            if cr is not None:
-                counts[2] += cr
-            if cw is not None:
-                counts[3] += cw
-            if rs is not None:
-                counts[4] += rs
+            if wrapper is None:  # a call (the innermost span of it)
+                series.count += 1
+                if duration is not None:
+                    h = series.duration
+                    h.counts[bisect_left(h.bounds, duration)] += 1
+                    h.total += duration
+                    if duration < h.min:
+                        h.min = duration
+                    if duration > h.max:
+                        h.max = duration
+                if ttfc is not None:
+                    _observe(series.time_to_first_chunk, ttfc)
+                if run is not None:
+                    run.inference_calls += 1
+                state.spans_inference.count += 1
+                if outer is not None:
+                    nested = self._wrappers.get(outer)
+                    if nested is None:
+                        nested = self._wrappers[outer] = [0, False, 0]
+                    nested[0] += 1
+                    if has_usage:
+                        nested[1] = True
+                    else:
+                        nested[2] += 1
+                elif not has_usage:
+                    state.count_locked("no_usage", (series.dims[1],))
+            elif not has_usage and not wrapper[1]:
+                state.count_locked("no_usage", (series.dims[1],), wrapper[2])
+            if has_usage or cr is not None or cw is not None:
+                counts = series.tokens
+                if i is not None:
+                    counts[0] += i
+                    h = series.token_input
+                    h.counts[bisect_left(h.bounds, i)] += 1
+                    h.total += i
+                    if i < h.min:
+                        h.min = i
+                    if i > h.max:
+                        h.max = i
+                if o is not None:
+                    counts[1] += o
+                    h = series.token_output
+                    h.counts[bisect_left(h.bounds, o)] += 1
+                    h.total += o
+                    if o < h.min:
+                        h.min = o
+                    if o > h.max:
+                        h.max = o
+                if cr is not None:
+                    counts[2] += cr
+                if cw is not None:
+                    counts[3] += cw
+                if rs is not None:
+                    counts[4] += rs
+                if run is not None:
+                    run.tokens += (i or 0) + (o or 0)
             if priced is not None:
                 if priced is UNPRICED:
                     series.unpriced_calls += 1
@@ -242,24 +291,22 @@ class SpanmeterProcessor(SpanProcessor):
                     state.priced_by[source].count += 1
                     if run is not None:
                         run.cost = femto if run.cost is None else run.cost + femto
-            if run is not None:
-                run.inference_calls += 1
-                run.tokens += (i or 0) + (o or 0)
-            state.spans_inference.count += 1
             if drops:
                 for field_reason in drops:
                     state.count_locked("drops", field_reason)
+            if len(self._wrappers) > self._max_open:  # outer spans that never ended
+                self._wrappers.clear()
 
-    def _tool(self, span, attrs, run) -> None:
-        get = attrs.get
-        agent = get(c.AGENT_NAME)
+    def _tool(self, span, record, ctx) -> None:
+        agent, tool, tool_type, error_type, drops = record[2], record[6], record[7], record[8], record[16]
+        run = ctx[0] if ctx is not None else None
         if agent is None and run is not None:
             agent = run.agent_name()
-        status, error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)
+        status = c.STATUS_SUCCESS if error_type is None else c.status_of(error_type)
         duration, drop = _duration(span)
         state = self.state
         table = state.tool
-        key = (agent, get(c.TOOL_NAME), get(c.TOOL_TYPE), status, error_type)
+        key = (agent, tool, tool_type, status, error_type)
         try:
             series = table.by_raw.get(key)
         except TypeError:
@@ -273,15 +320,15 @@ class SpanmeterProcessor(SpanProcessor):
             if run is not None:
                 run.tool_calls += 1
             state.spans_tool.count += 1
-            if drop:
-                state.count_locked("drops", drop)
+            for field_reason in (drops or ()) + ((drop,) if drop else ()):
+                state.count_locked("drops", field_reason)
 
-    def _agent(self, span, attrs, run) -> None:
-        get = attrs.get
-        agent = get(c.AGENT_NAME)
+    def _agent(self, span, record, ctx) -> None:
+        agent, error_type, conversation, drops = record[2], record[8], record[9], record[16]
+        run = ctx[0] if ctx is not None else None
         if agent is None and run is not None:
             agent = run.agent
-        status, error_type = c.outcome(get(c.ERROR_TYPE), span.status.status_code is _ERROR)
+        status = c.STATUS_SUCCESS if error_type is None else c.status_of(error_type)
         duration, drop = _duration(span)
         state = self.state
         table = state.agent
@@ -303,46 +350,60 @@ class SpanmeterProcessor(SpanProcessor):
                 if run.cost is not None:
                     _observe(series.cost, run.cost / FEMTO)
             state.spans_agent.count += 1
-            if drop:
-                state.count_locked("drops", drop)
-            conversation = get(c.CONVERSATION_ID)
+            for field_reason in (drops or ()) + ((drop,) if drop else ()):
+                state.count_locked("drops", field_reason)
             if conversation.__class__ is str and conversation:
                 now = time.monotonic()
                 state.conversation_turn_locked(conversation, agent, now)
-                if get(c.CONVERSATION_ENDED) is True:
-                    escalated = get(c.CONVERSATION_ESCALATED) is True
+                attrs = _attributes(span)
+                if attrs.get(c.CONVERSATION_ENDED) is True:
+                    escalated = attrs.get(c.CONVERSATION_ESCALATED) is True
                     state.end_conversation_locked(conversation, escalated=escalated, agent=agent, now=now)
         evaluator = self.evaluator
         if evaluator is not None and evaluator.read_span_content:
-            self._offer_span_content(evaluator, span, get, agent)
+            offer = self._span_content(span, agent)
+            if offer is not None:
+                evaluator.offer(*offer)
 
     @staticmethod
-    def _offer_span_content(evaluator, span, get, agent) -> None:
+    def _span_content(span, agent):
         """Opt-in: judge runs made by other instrumentations from their recorded content."""
         scope = getattr(span, "instrumentation_scope", None)
         if scope is not None and scope.name == "spanmeter":
-            return  # spanmeter's own runs hand their content over explicitly
+            return None  # spanmeter's own runs hand their content over explicitly
+        get = _attributes(span).get
         question = get(c.INPUT_MESSAGES) or get(c.OI_INPUT_VALUE)
         answer = get(c.OUTPUT_MESSAGES) or get(c.OI_OUTPUT_VALUE)
-        if question is not None or answer is not None:
-            evaluator.offer(agent, span.context.trace_id, question, answer)
+        if question is None and answer is None:
+            return None
+        return agent, span.context.trace_id, question, answer
 
     # --- helpers -----------------------------------------------------------------------
     def _evict(self) -> None:
-        items = list(self._runs.items())
+        items = list(self._open.items())
         keep = items[len(items) // 2 :]
-        self._runs = dict(keep)
+        self._open = dict(keep)
         self.state.count("evictions", (), len(items) - len(keep))
 
     def _fault(self) -> None:
         try:
             self.state.count("faults", ())
-            now = time.monotonic()
-            if now - self._last_log >= 60.0:
-                self._last_log = now
-                _log.warning("spanmeter dropped a span after an internal error", exc_info=True)
+            self._log_fault()
         except Exception:  # deliberate: even the error path must not raise
             pass
+
+    def _fault_locked(self) -> None:
+        try:
+            self.state.count_locked("faults", ())
+            self._log_fault()
+        except Exception:  # deliberate
+            pass
+
+    def _log_fault(self) -> None:
+        now = time.monotonic()
+        if now - self._last_log >= 60.0:
+            self._last_log = now
+            _log.warning("spanmeter dropped a span after an internal error", exc_info=True)
 
     # --- recording API for what spans do not carry --------------------------------------
     def record_quality(self, agent_name: str, metric_type: str, score: float) -> None:
@@ -393,12 +454,10 @@ class SpanmeterProcessor(SpanProcessor):
         """Count one evaluation of a sampled run: ``done``, ``failed`` or ``dropped``."""
         try:
             with self.state.lock:
-                self.state.count_locked("evaluations", (self._agent_label_locked(agent_name), status))
+                label = self.state.guards["agent"].admit(agent_name, self.state) if agent_name else c.UNKNOWN
+                self.state.count_locked("evaluations", (label, status))
         except Exception:  # deliberate
             self._fault()
-
-    def _agent_label_locked(self, agent_name) -> str:
-        return self.state.guards["agent"].admit(agent_name, self.state) if agent_name is not None else c.UNKNOWN
 
 
 def _observe(hist, value) -> None:
@@ -408,18 +467,6 @@ def _observe(hist, value) -> None:
         hist.min = value
     if value > hist.max:
         hist.max = value
-
-
-def _coerce_tokens(tokens):
-    """Token counts made usable by :func:`~spanmeter.conventions.coerce_count`, and the drops."""
-    out, drops = [], []
-    for field, value in zip(_TOKEN_FIELDS, tokens):
-        if value is not None:
-            value, reason = c.coerce_count(value)
-            if reason is not None:
-                drops.append((field, reason))
-        out.append(value)
-    return tuple(out), drops
 
 
 def _duration(span):
