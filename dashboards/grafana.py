@@ -169,6 +169,11 @@ def model_performance():
            "(the AgentTokensPerRunSpike alert fires above 2x).", "short",
            (f"{rules.TOKENS_AVG.format('30m')}{{{A}}}", "{{agent_name}} 30 min"),
            (f"{rules.TOKENS_AVG.format('1d')}{{{A}}}", "{{agent_name}} 1 day")),
+        ts("Time to first token by model (P50 / P95)", "Streamed responses: time from the request to the first "
+           "chunk, from the GenAI convention metric.", "s",
+           *[(_quantile(q, "gen_ai.client.operation.time_to_first_chunk", "gen_ai_request_model",
+                        'gen_ai_request_model=~"$model_id"'), f"{{{{gen_ai_request_model}}}} P{int(q * 100)}")
+             for q in (0.5, 0.95)], width=24, height=6),
     ]  # fmt: skip
 
 
@@ -207,6 +212,10 @@ def cost():
               "is missing from the panels here (alert: AgentUnpricedSpend).", "short",
               (f"sum(increase({m('agent_unpriced_calls')}{{{M}}}[$__range])) or vector(0)",
                "Unpriced calls"), thresholds=_thresholds((None, "green"), (1, "red"))),
+        stat_("Calls without usage", "Inference calls in the time range whose spans carried no token usage "
+              "(failed calls, streams without usage): their tokens and cost are missing, not zero.", "short",
+              (f"sum(increase({m('spanmeter_inference_without_usage')}{{{M}}}[$__range])) or vector(0)",
+               "Calls without usage"), thresholds=_thresholds((None, "green"), (1, "yellow"))),
         ts("Cost per hour by model", "Estimated spend in dollars per hour (1-hour rate) by agent and model.",
            "currencyUSD", (f"sum by (agent_name, model_id) ({cost_rate}) * 3600", "{{agent_name}} {{model_id}}"),
            width=8),
