@@ -25,7 +25,7 @@ def _demo(args) -> int:
     signal.signal(signal.SIGTERM, _sigterm)  # stop cleanly under a process manager too
     try:
         return run_demo(duration=args.duration, rate=args.rate, host=args.host, port=args.port,
-                        out=lambda line: print(line, flush=True))  # fmt: skip
+                        prometheus=args.prometheus, out=lambda line: print(line, flush=True))  # fmt: skip
     except ConfigurationError as exc:
         print(f"spanmeter demo: {exc}", file=sys.stderr)
         return 2
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="metrics port (default: $OTEL_EXPORTER_PROMETHEUS_PORT or 9464; 0 picks a free one)")
     demo.add_argument("--host", default=None,
                       help="metrics address (default: $OTEL_EXPORTER_PROMETHEUS_HOST or 127.0.0.1)")
+    demo.add_argument("--prometheus", action="store_true",
+                      help="also start the `prometheus` on PATH on 127.0.0.1 with dashboards/prometheus/ "
+                           "(scrape config and rules) and print its URL")
     demo.set_defaults(run=_demo)
     cat = sub.add_parser("catalog", help="print the metric table generated from the catalogue")
     cat.add_argument("--update", metavar="README", help="rewrite the table between the markers in this file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import threading
 import time
 import urllib.error
@@ -325,9 +326,14 @@ def run_demo(
     rate: float = 4.0,
     host: str | None = None,
     port: int | None = None,
+    prometheus: bool = False,
     out=print,
 ) -> int:
-    """Serve metrics and drive the workload until ``duration`` seconds or Ctrl-C."""
+    """Serve metrics and drive the workload until ``duration`` seconds or Ctrl-C.
+
+    ``prometheus=True`` also starts a real Prometheus (the ``prometheus`` binary on PATH)
+    on 127.0.0.1 with the repository's scrape config and rules, stopped on exit.
+    """
     import spanmeter
 
     meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port)
@@ -337,10 +343,12 @@ def run_demo(
     out("spanmeter demo")
     out(f"  metrics : {meter.metrics_url}")
     out(f"  fake LLM: {llm.base_url} (OpenAI chat completions)")
-    out("  scrape it from Prometheus with:")
-    out("    scrape_configs:")
-    out("      - job_name: spanmeter-demo")
-    out(f'        static_configs: [{{targets: ["{mhost}:{mport}"]}}]')
+    prom = _start_prometheus(f"{mhost}:{mport}", out) if prometheus else None
+    if prom is None:
+        out("  scrape it from Prometheus with:")
+        out("    scrape_configs:")
+        out("      - job_name: spanmeter-demo")
+        out(f'        static_configs: [{{targets: ["{mhost}:{mport}"]}}]')
     out(f"  {rate:g} agent runs/s" + (f" for {duration:g}s" if duration else "") + "; Ctrl-C stops.")
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="agent")
@@ -368,5 +376,29 @@ def run_demo(
         out(workload.tally.line(time.monotonic() - started))
         spanmeter.shutdown()
         llm.stop()
+        if prom is not None:
+            prom.stop()
         out("stopped.")
     return 0
+
+
+def _start_prometheus(target: str, out):
+    """A real Prometheus scraping ``target`` every 5 s with the repository's rules, or None."""
+    from spanmeter.prometheus import LocalPrometheus, PrometheusError, find_assets
+
+    if shutil.which("prometheus") is None:
+        out("  prometheus: no `prometheus` binary on PATH (Debian: apt-get install prometheus); skipped")
+        return None
+    assets = find_assets()
+    if assets is None:
+        out("  prometheus: dashboards/prometheus/ not found (run from a spanmeter checkout); skipped")
+        return None
+    try:
+        prom = LocalPrometheus(assets, target, scrape_interval="5s", evaluation_interval="5s").start()
+    except PrometheusError as exc:
+        out(f"  prometheus: could not start: {exc}")
+        return None
+    out(f"  prometheus: {prom.url} (scrapes every 5s, rules from {assets}; stopped on exit)")
+    out(f"  dashboard : import {assets.parent / 'grafana' / 'ai-agent-operations.json'} into Grafana,")
+    out(f"              with a Prometheus data source at {prom.url}")
+    return prom
