@@ -147,7 +147,7 @@ RECORDINGS: dict[str, dict] = {
     "openinference-openai": {
         "venv": "openinference",
         "instrument": ["openinference_openai"],
-        "scenarios": OPENAI_SCENARIOS,
+        "scenarios": OPENAI_SCENARIOS + ["openai_chat_in_session"],
     },
     "openinference-anthropic": {
         "venv": "openinference",
@@ -173,7 +173,7 @@ RECORDINGS: dict[str, dict] = {
         "venv": "anthropic-sdk",
         "instrument": [],
         "sdk_spans": True,
-        "scenarios": ANTHROPIC_SCENARIOS,
+        "scenarios": ANTHROPIC_SCENARIOS + ["anthropic_messages_in_conversation"],
     },
     "pydantic-ai": {
         "venv": "pydantic-ai",
@@ -201,6 +201,7 @@ QUESTION = "What is the weather in Paris?"
 TOOL_NAME = "get_weather"
 TOOL_ARGS = {"city": "Paris"}
 AGENT_NAME = "weather_agent"
+CONVERSATION_ID = "conversation-1"
 # Prices given to OpenLIT (its default is to download a price list at start-up): USD per
 # 1000 tokens. Test values, recorded in the fixture.
 OPENLIT_PRICES = {
@@ -419,7 +420,7 @@ class _App:
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return cls(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0)
 
-    def anthropic(self):
+    def anthropic(self, conversation_id: str | None = None):
         import anthropic
 
         kwargs = {}
@@ -431,6 +432,9 @@ class _App:
                 self.notes.append("anthropic SDK's own spans switched off (Anthropic(open_telemetry=False))")
             else:
                 self.notes.append("anthropic SDK's own spans left on (its default)")
+                if conversation_id is not None:
+                    kwargs["open_telemetry"] = {"conversation_id": conversation_id}
+                    self.notes.append(f"Anthropic(open_telemetry={kwargs['open_telemetry']})")
         return anthropic.Anthropic(base_url=self.url, api_key=API_KEY, max_retries=0, **kwargs)
 
 
@@ -538,6 +542,20 @@ def anthropic_messages_error(app):
     except anthropic.RateLimitError:
         return
     raise AssertionError("the fake server should have answered 429")
+
+
+def anthropic_messages_in_conversation(app):
+    app.anthropic(conversation_id=CONVERSATION_ID).messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    )
+
+
+def openai_chat_in_session(app):
+    from openinference.instrumentation import using_session
+
+    app.notes.append(f"call made inside openinference.instrumentation.using_session({CONVERSATION_ID!r})")
+    with using_session(CONVERSATION_ID):
+        openai_chat(app)
 
 
 anthropic_messages_with_sdk_spans = anthropic_messages
