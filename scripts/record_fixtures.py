@@ -118,6 +118,7 @@ OPENAI_SCENARIOS = ["openai_chat", "openai_chat_stream", "openai_tool_roundtrip"
 ANTHROPIC_SCENARIOS = [
     "anthropic_messages",
     "anthropic_messages_stream",
+    "anthropic_messages_stream_helper",
     "anthropic_tool_roundtrip",
     "anthropic_messages_error",
 ]
@@ -516,6 +517,16 @@ def anthropic_messages_stream(app):
         model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}], stream=True
     )
     _drain(stream)
+
+
+def anthropic_messages_stream_helper(app):
+    # the SDK's streaming helper (a context manager), which instrumentations wrap on their own
+    with app.anthropic().messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    ) as stream:
+        for _ in stream.text_stream:
+            pass
+        stream.get_final_message()
 
 
 def anthropic_tool_roundtrip(app):
