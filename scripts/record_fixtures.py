@@ -92,6 +92,22 @@ VENVS: dict[str, list[str]] = {
         *OPENAI_V2,
         OPENAI,
     ],
+    # traceloop-sdk (OpenLLMetry's SDK: the same instrumentations plus @workflow/@agent/@tool)
+    # pins nothing itself, but its contrib instrumentations resolve only at 0.66b1 together; it
+    # imports ``httpx`` without declaring it (openai 3.x brings ``httpx2`` only).
+    "traceloop-sdk": [
+        "traceloop-sdk==0.62.4",
+        "httpx==0.28.1",
+        OPENAI,
+        "opentelemetry-api==1.45.1",
+        "opentelemetry-sdk==1.45.1",
+        "opentelemetry-instrumentation==0.66b1",
+        "opentelemetry-semantic-conventions==0.66b1",
+        *(
+            f"opentelemetry-instrumentation-{name}==0.66b1"
+            for name in "logging redis requests sqlalchemy threading urllib3".split()
+        ),
+    ],
     # openlit 1.45.0 requires openai<3 and anthropic<1, and pins each of its contrib
     # instrumentations to one opentelemetry-instrumentation release: 0.66b1 is the newest
     # that every one of them has.
@@ -164,6 +180,11 @@ RECORDINGS: dict[str, dict] = {
         "venv": "openllmetry",
         "instrument": ["openllmetry_anthropic"],
         "scenarios": ANTHROPIC_SCENARIOS + WITH_SDK_SPANS,
+    },
+    "openllmetry-traceloop-sdk": {
+        "venv": "traceloop-sdk",
+        "instrument": ["traceloop_sdk"],
+        "scenarios": ["traceloop_agent_tool"],
     },
     "openlit": {
         "venv": "openlit",
@@ -573,6 +594,35 @@ anthropic_messages_with_sdk_spans = anthropic_messages
 anthropic_messages_stream_with_sdk_spans = anthropic_messages_stream
 
 
+def traceloop_agent_tool(app):
+    from traceloop.sdk.decorators import agent, tool, workflow
+
+    @tool(name=TOOL_NAME)
+    def get_weather(city: str) -> str:
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    @agent(name=AGENT_NAME)
+    def weather_agent() -> None:
+        client = app.openai()
+        messages = [{"role": "user", "content": QUESTION}]
+        first = client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=OPENAI_TOOLS)
+        call = first.choices[0].message.tool_calls[0]
+        result = get_weather(**json.loads(call.function.arguments))
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                                 "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": result},
+        ]  # fmt: skip
+        client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=OPENAI_TOOLS)
+
+    @workflow(name="weather_workflow")
+    def run() -> None:
+        weather_agent()
+
+    run()
+
+
 def _weather_agent(app):
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIChatModel
@@ -645,6 +695,21 @@ def _instrument(name: str, tel) -> dict:
             collect_gpu_stats=False,
         )
         return {"openlit_pricing_json_usd_per_1k_tokens": OPENLIT_PRICES["chat"]}
+    elif name == "traceloop_sdk":
+        from opentelemetry.sdk.trace import SpanProcessor
+        from traceloop.sdk import Traceloop
+        from traceloop.sdk.instruments import Instruments
+
+        # A processor of our own keeps it off its cloud exporter; it reuses the global
+        # provider, which already has the recorder's exporter. No usage telemetry.
+        Traceloop.init(
+            app_name="spanmeter-fixtures",
+            processor=SpanProcessor(),
+            telemetry_enabled=False,
+            instruments={Instruments.OPENAI},
+            disable_batch=True,
+        )
+        return {"traceloop_init": {"instruments": ["OPENAI"], "telemetry_enabled": False}}
     elif name == "pydantic_ai":
         from pydantic_ai import Agent
 
@@ -837,7 +902,7 @@ def _expected(server, app) -> dict:
         "by_model": by_model,
         "tool_calls_requested": _count(name for call in calls for name in call["tool_calls"]),
         "tool_executions": dict(sorted(app.tool_runs.items())),
-        "agent_runs": {AGENT_NAME: 1} if app.scenario.startswith("pydantic_ai") else {},
+        "agent_runs": {AGENT_NAME: 1} if app.scenario.startswith(("pydantic_ai", "traceloop")) else {},
     }
 
 
