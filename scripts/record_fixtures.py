@@ -1,0 +1,1135 @@
+#!/usr/bin/env python3
+"""Record span fixtures from the real GenAI instrumentation packages.
+
+Each *recording* runs one set of instrumentations (at exact versions) in a virtualenv of
+its own, outside the repo, against ``tests/fake_providers.py`` on 127.0.0.1, with the real
+``openai`` / ``anthropic`` / ``pydantic-ai`` clients, and writes the finished spans of each
+scenario to ``tests/fixtures/spans/<recording>/<scenario>.json`` (format: the docstring of
+``tests/span_fixtures.py``), with what the fake server returned and the package versions.
+
+Usage::
+
+    python scripts/record_fixtures.py                   # every recording
+    python scripts/record_fixtures.py openai-v2 openlit # some of them
+    python scripts/record_fixtures.py --list            # what there is
+    options: --venvs DIR   (default $SPANMETER_FIXTURE_VENVS or /tmp/spanmeter-fixture-venvs)
+             --recreate    (rebuild the virtualenvs)
+
+It needs a Python >= 3.11 (pydantic-ai's floor) and PyPI. The virtualenvs are reused while
+their pinned requirements are unchanged. The same file is the recorder that runs inside
+each virtualenv (``--inside RECORDING``); it imports only that venv's packages and the
+fake server, never spanmeter.
+
+What the recorder changes in what it records, and nothing else: trace and span ids are
+renumbered in start order (1, 2, ...), times are nanoseconds since the first span of the
+scenario started, and machine paths in strings (stack traces) become ``<site-packages>``,
+``<python>``, ``<repo>``. The fake server cannot answer with a tool call, so this script
+serves the first turn of the tool round trips itself (``_tool_calling_handler``, a subclass
+of the fake server's handler; every other request is the fake server's own answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "tests" / "fixtures" / "spans"
+FAKE_PROVIDERS = REPO / "tests" / "fake_providers.py"
+DEFAULT_VENVS = Path(os.environ.get("SPANMETER_FIXTURE_VENVS", "/tmp/spanmeter-fixture-venvs"))
+FORMAT = 1
+
+# --- what is installed where (exact versions tested) -----------------------------------
+OTEL_SDK = ["opentelemetry-api==1.45.2", "opentelemetry-sdk==1.45.2"]
+OPENAI = "openai==3.57.0"
+ANTHROPIC = "anthropic==2.14.0"
+# 2.4b0 imports ``httpx`` (openai 3.x uses ``httpx2``) without declaring it, and
+# ``opentelemetry.util.genai.instruments``, which util-genai 1.2b0 renamed (pip picks the newest,
+# 1.3b0, and the import fails). util-genai 0.4b0 is the release that goes with it: from 1.0b0 on
+# ``is_experimental_mode()`` is always true, so the default (v1.30 conventions) path is gone.
+OPENAI_V2 = ["opentelemetry-instrumentation-openai-v2==2.4b0", "opentelemetry-util-genai==0.4b0", "httpx==0.28.1"]
+
+VENVS: dict[str, list[str]] = {
+    "openai-v2": [*OTEL_SDK, *OPENAI_V2, OPENAI],
+    # the newest util-genai that 2.4b0 imports: always the latest-experimental path
+    "openai-v2-util-genai-1.1": [*OTEL_SDK, OPENAI_V2[0], "opentelemetry-util-genai==1.1b0", OPENAI_V2[2], OPENAI],
+    "openinference": [
+        *OTEL_SDK,
+        "openinference-instrumentation-openai==0.1.66",
+        "openinference-instrumentation-anthropic==3.1.0",
+        "openinference-instrumentation==0.1.72",
+        "openinference-semantic-conventions==0.1.42",
+        OPENAI,
+        ANTHROPIC,
+    ],
+    "openllmetry": [
+        *OTEL_SDK,
+        "opentelemetry-instrumentation-openai==0.62.4",
+        "opentelemetry-instrumentation-anthropic==0.62.4",
+        "opentelemetry-semantic-conventions-ai==0.5.1",
+        OPENAI,
+        ANTHROPIC,
+    ],
+    "anthropic-sdk": [*OTEL_SDK, ANTHROPIC],
+    "pydantic-ai": [
+        *OTEL_SDK,
+        "pydantic-ai-slim[openai]==2.68.0",
+        OPENAI,
+        *OPENAI_V2,
+    ],
+    "nested-openai": [
+        *OTEL_SDK,
+        "openinference-instrumentation-openai==0.1.66",
+        "openinference-instrumentation==0.1.72",
+        *OPENAI_V2,
+        OPENAI,
+    ],
+    # traceloop-sdk (OpenLLMetry's SDK: the same instrumentations plus @workflow/@agent/@tool)
+    # pins nothing itself, but its contrib instrumentations resolve only at 0.66b1 together; it
+    # imports ``httpx`` without declaring it (openai 3.x brings ``httpx2`` only).
+    "traceloop-sdk": [
+        "traceloop-sdk==0.62.4",
+        "httpx==0.28.1",
+        OPENAI,
+        "opentelemetry-api==1.45.1",
+        "opentelemetry-sdk==1.45.1",
+        "opentelemetry-instrumentation==0.66b1",
+        "opentelemetry-semantic-conventions==0.66b1",
+        *(
+            f"opentelemetry-instrumentation-{name}==0.66b1"
+            for name in "logging redis requests sqlalchemy threading urllib3".split()
+        ),
+    ],
+    # openlit 1.45.0 requires openai<3 and anthropic<1, and pins each of its contrib
+    # instrumentations to one opentelemetry-instrumentation release: 0.66b1 is the newest
+    # that every one of them has.
+    "openlit": [
+        "openlit==1.45.0",
+        "openai==2.54.0",
+        "anthropic==0.125.0",
+        "opentelemetry-api==1.45.1",
+        "opentelemetry-sdk==1.45.1",
+        "opentelemetry-exporter-otlp==1.45.1",
+        "opentelemetry-instrumentation==0.66b1",
+        "opentelemetry-semantic-conventions==0.66b1",
+        *(
+            f"opentelemetry-instrumentation-{name}==0.66b1"
+            for name in (
+                "aiohttp-client asgi django falcon fastapi flask httpx pyramid requests starlette "
+                "tornado urllib urllib3 wsgi"
+            ).split()
+        ),
+    ],
+}
+
+OPENAI_SCENARIOS = ["openai_chat", "openai_chat_stream", "openai_tool_roundtrip", "openai_chat_error", "openai_responses"]
+ANTHROPIC_SCENARIOS = [
+    "anthropic_messages",
+    "anthropic_messages_stream",
+    "anthropic_messages_stream_helper",
+    "anthropic_tool_roundtrip",
+    "anthropic_messages_error",
+]
+# The same calls with the anthropic SDK's own spans left on (its default), beside the
+# instrumentation's: two spans for one call.
+WITH_SDK_SPANS = ["anthropic_messages_with_sdk_spans", "anthropic_messages_stream_with_sdk_spans"]
+PYDANTIC_AI_SCENARIOS = ["pydantic_ai_agent_tool", "pydantic_ai_agent_tool_stream"]
+
+#: recording -> venv, environment, instrumentations (in the order they are applied), scenarios
+RECORDINGS: dict[str, dict] = {
+    "openai-v2": {
+        "venv": "openai-v2",
+        "instrument": ["openai_v2"],
+        "scenarios": OPENAI_SCENARIOS,
+    },
+    "openai-v2-latest-experimental": {
+        "venv": "openai-v2",
+        "env": {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"},
+        "instrument": ["openai_v2"],
+        "scenarios": OPENAI_SCENARIOS,
+    },
+    "openai-v2-util-genai-1.1b0": {
+        "venv": "openai-v2-util-genai-1.1",
+        "instrument": ["openai_v2"],
+        "scenarios": OPENAI_SCENARIOS,
+    },
+    "openinference-openai": {
+        "venv": "openinference",
+        "instrument": ["openinference_openai"],
+        "scenarios": OPENAI_SCENARIOS + ["openai_chat_in_session"],
+    },
+    "openinference-anthropic": {
+        "venv": "openinference",
+        "instrument": ["openinference_anthropic"],
+        "scenarios": ANTHROPIC_SCENARIOS + WITH_SDK_SPANS,
+    },
+    "openllmetry-openai": {
+        "venv": "openllmetry",
+        "instrument": ["openllmetry_openai"],
+        "scenarios": OPENAI_SCENARIOS,
+    },
+    "openllmetry-anthropic": {
+        "venv": "openllmetry",
+        "instrument": ["openllmetry_anthropic"],
+        "scenarios": ANTHROPIC_SCENARIOS + WITH_SDK_SPANS,
+    },
+    "openllmetry-traceloop-sdk": {
+        "venv": "traceloop-sdk",
+        "instrument": ["traceloop_sdk"],
+        "scenarios": ["traceloop_agent_tool"],
+    },
+    "openlit": {
+        "venv": "openlit",
+        "instrument": ["openlit"],
+        "scenarios": OPENAI_SCENARIOS + ANTHROPIC_SCENARIOS,
+    },
+    "anthropic-sdk": {
+        "venv": "anthropic-sdk",
+        "instrument": [],
+        "sdk_spans": True,
+        "scenarios": ANTHROPIC_SCENARIOS + ["anthropic_messages_in_conversation"],
+    },
+    "pydantic-ai": {
+        "venv": "pydantic-ai",
+        "instrument": ["pydantic_ai"],
+        "scenarios": PYDANTIC_AI_SCENARIOS,
+    },
+    "nested-pydantic-ai-openai-v2": {
+        "venv": "pydantic-ai",
+        "instrument": ["pydantic_ai", "openai_v2"],
+        "scenarios": PYDANTIC_AI_SCENARIOS,
+    },
+    "nested-openinference-openai-v2": {
+        "venv": "nested-openai",
+        "instrument": ["openai_v2", "openinference_openai"],
+        "scenarios": ["openai_chat", "openai_chat_stream", "openai_tool_roundtrip"],
+    },
+}
+
+# Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
+API_KEY = "sk-spanmeter-dummy-key"
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-sonnet-5"  # one the SDK does not warn about as deprecated
+GREETING = "Say hello."
+QUESTION = "What is the weather in Paris?"
+TOOL_NAME = "get_weather"
+TOOL_ARGS = {"city": "Paris"}
+AGENT_NAME = "weather_agent"
+CONVERSATION_ID = "conversation-1"
+# Prices given to OpenLIT (its default is to download a price list at start-up): USD per
+# 1000 tokens. Test values, recorded in the fixture.
+OPENLIT_PRICES = {
+    "chat": {
+        OPENAI_MODEL: {"promptPrice": 0.00015, "completionPrice": 0.0006},
+        ANTHROPIC_MODEL: {"promptPrice": 0.003, "completionPrice": 0.015},
+    },
+    "embeddings": {},
+    "images": {},
+    "audio": {},
+}
+# Which installed distributions a fixture lists.
+PACKAGE_PATTERN = re.compile(
+    r"^(opentelemetry-.*|openinference-.*|openai|anthropic|openlit|pydantic-ai.*|pydantic|genai-prices|httpx2?)$"
+)
+
+
+# === outside the venvs: build them, run the recorder in each ===========================
+def _requirements_hash(requirements: list[str]) -> str:
+    return hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
+
+
+def ensure_venv(name: str, root: Path, recreate: bool) -> Path:
+    """The venv ``name`` under ``root`` with its pinned packages, (re)built when needed."""
+    requirements = VENVS[name]
+    venv = root / name
+    python = venv / "bin" / "python"
+    marker = venv / "spanmeter-requirements.sha"
+    digest = _requirements_hash(requirements)
+    if not recreate and python.exists() and marker.exists() and marker.read_text() == digest:
+        return python
+    if venv.exists():
+        shutil.rmtree(venv)
+    print(f"[{name}] creating {venv}", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    log = venv / "pip-install.log"
+    with log.open("w") as out:
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode:
+        tail = [line for line in log.read_text().splitlines() if not line.startswith("WARNING: Location")][-15:]
+        raise SystemExit(f"[{name}] pip install failed ({log}):\n" + "\n".join(tail))
+    marker.write_text(digest)
+    return python
+
+
+def record_outside(names: list[str], venvs: Path, recreate: bool) -> int:
+    failed = []
+    built: set[str] = set()
+    for name in names:
+        recording = RECORDINGS[name]
+        venv = recording["venv"]
+        python = ensure_venv(venv, venvs, recreate and venv not in built)
+        built.add(venv)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            # nothing of the caller's OpenTelemetry or provider settings leaks in
+            **recording.get("env", {}),
+        }
+        print(f"[{name}] recording in {venv}", flush=True)
+        started = time.monotonic()
+        result = subprocess.run([str(python), str(Path(__file__).resolve()), "--inside", name], env=env, cwd=REPO)
+        print(f"[{name}] exit {result.returncode} in {time.monotonic() - started:.1f}s", flush=True)
+        if result.returncode:
+            failed.append(name)
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recordings", nargs="*", help="recordings to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the recordings and exit")
+    parser.add_argument("--venvs", type=Path, default=DEFAULT_VENVS, help="where the virtualenvs live")
+    parser.add_argument("--recreate", action="store_true", help="rebuild the virtualenvs")
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        return record_inside(args.inside)
+    if args.list:
+        for name, recording in RECORDINGS.items():
+            print(f"{name:32} venv={recording['venv']:14} {', '.join(recording['scenarios'])}")
+        return 0
+    unknown = [n for n in args.recordings if n not in RECORDINGS]
+    if unknown:
+        parser.error(f"unknown recordings {unknown}; --list shows them")
+    venvs = args.venvs.resolve()
+    if venvs == REPO or REPO in venvs.parents:
+        parser.error("--venvs must be outside the repository")
+    return record_outside(args.recordings or list(RECORDINGS), venvs, args.recreate)
+
+
+# === inside a venv: the recorder ========================================================
+def _load_fake_providers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_providers", FAKE_PROVIDERS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fake_providers"] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tool_calling_handler(fp):
+    """The fake server's handler, answering the first turn of a tool round trip with a tool call.
+
+    A request that offers tools and carries no tool result yet gets a call of the first
+    tool with ``TOOL_ARGS``, and the server's usage; every other request is the fake
+    server's own answer.
+    """
+
+    class ToolCallingHandler(fp._Handler):
+        def handle(self):
+            try:
+                super().handle()
+            except ConnectionResetError:  # a client closing a kept-alive connection: not news
+                pass
+
+        def _renamed(self, obj):
+            names = getattr(self.server, "response_model_names", None)
+            if names and isinstance(obj, dict) and obj.get("model") in names:
+                return dict(obj, model=names[obj["model"]])
+            return obj
+
+        def _json(self, status, obj, **kwargs):
+            return super()._json(status, self._renamed(obj), **kwargs)
+
+        def _sse(self, events, **kwargs):
+            return super()._sse([(name, self._renamed(obj)) for name, obj in events], **kwargs)
+
+        def _openai_chat(self, request):
+            tools = request.get("tools") or []
+            answered = any(m.get("role") == "tool" for m in request.get("messages") or [])
+            if not tools or answered or self._scenario(request.get("model", "")):
+                return super()._openai_chat(request)
+            model = request.get("model", "")
+            name = tools[0]["function"]["name"]
+            arguments = json.dumps(TOOL_ARGS)
+            base = {"id": "chatcmpl-43", "created": 1_700_000_000, "model": model + "-2025-01-01",
+                    "system_fingerprint": "fp"}  # fmt: skip
+            if not request.get("stream"):
+                call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+                body = dict(base, object="chat.completion", usage=self._openai_usage(), choices=[{
+                    "index": 0, "logprobs": None, "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}}])  # fmt: skip
+                return self._json(200, body)
+            chunk = dict(base, object="chat.completion.chunk")
+            include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            extra = {"usage": None} if include_usage else {}
+
+            def delta(d, finish=None):
+                return ("", dict(chunk, choices=[{"index": 0, "delta": d, "logprobs": None,
+                                                  "finish_reason": finish}], **extra))  # fmt: skip
+
+            events = [
+                delta({"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": "call_1",
+                       "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                delta({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:9]}}]}),
+                delta({"tool_calls": [{"index": 0, "function": {"arguments": arguments[9:]}}]}),
+                delta({}, "tool_calls"),
+            ]  # fmt: skip
+            if include_usage:
+                events.append(("", dict(chunk, choices=[], usage=self._openai_usage())))
+            events.append(("", b"[DONE]"))
+            self._sse(events)
+
+        def _anthropic(self, request):
+            tools = request.get("tools") or []
+            answered = any(
+                isinstance(m.get("content"), list) and any(b.get("type") == "tool_result" for b in m["content"])
+                for m in request.get("messages") or []
+            )
+            if not tools or answered or request.get("stream") or self._scenario(request.get("model", "")):
+                return super()._anthropic(request)
+            u = self.server.usage
+            body = {"id": "msg_43", "type": "message", "role": "assistant", "model": request["model"] + "-20250101",
+                    "stop_sequence": None, "stop_reason": "tool_use",
+                    "content": [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": TOOL_ARGS}],
+                    "usage": {"input_tokens": u.input, "output_tokens": u.output,
+                              "cache_read_input_tokens": u.cache_read,
+                              "cache_creation_input_tokens": u.cache_write}}  # fmt: skip
+            return self._json(200, body)
+
+    return ToolCallingHandler
+
+
+# genai-prices (pydantic-ai's prices) knows OpenAI's dated snapshot names, not the fake server's
+# ``<model>-2025-01-01``: the pydantic-ai scenarios get a real snapshot name, so ``operation.cost`` shows.
+PRICED_RESPONSE_MODELS = {OPENAI_MODEL + "-2025-01-01": OPENAI_MODEL + "-2024-07-18"}
+
+
+class _App:
+    """What a scenario uses: clients pointed at the fake server, and the tool it may run."""
+
+    def __init__(self, url: str, recording: dict, scenario: str):
+        self.url = url
+        self.recording = recording
+        self.scenario = scenario
+        self.tool_runs: dict[str, int] = {}
+        self.notes: list[str] = []
+
+    def run_tool(self, name: str, arguments: dict) -> str:
+        self.tool_runs[name] = self.tool_runs.get(name, 0) + 1
+        return f"Sunny, 21 C in {arguments.get('city', '?')}."
+
+    def openai(self, asynchronous: bool = False):
+        import openai
+
+        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        return cls(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0)
+
+    def anthropic(self, conversation_id: str | None = None):
+        import anthropic
+
+        kwargs = {}
+        if _major("anthropic") >= 2:
+            sdk_spans = self.recording.get("sdk_spans", False) or self.scenario.endswith("_with_sdk_spans")
+            if not sdk_spans:
+                # The SDK's own spans are on by default; off here to isolate the instrumentation.
+                kwargs["open_telemetry"] = False
+                self.notes.append("anthropic SDK's own spans switched off (Anthropic(open_telemetry=False))")
+            else:
+                self.notes.append("anthropic SDK's own spans left on (its default)")
+                if conversation_id is not None:
+                    kwargs["open_telemetry"] = {"conversation_id": conversation_id}
+                    self.notes.append(f"Anthropic(open_telemetry={kwargs['open_telemetry']})")
+        return anthropic.Anthropic(base_url=self.url, api_key=API_KEY, max_retries=0, **kwargs)
+
+
+def _major(distribution: str) -> int:
+    from importlib.metadata import version
+
+    return int(version(distribution).split(".")[0])
+
+
+# --- scenarios ---------------------------------------------------------------------------
+OPENAI_TOOLS = [{"type": "function", "function": {
+    "name": TOOL_NAME, "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]  # fmt: skip
+ANTHROPIC_TOOLS = [{"name": TOOL_NAME, "description": "Current weather in a city.",
+                    "input_schema": OPENAI_TOOLS[0]["function"]["parameters"]}]  # fmt: skip
+
+
+def _drain(stream) -> None:
+    for _ in stream:
+        pass
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+def openai_chat(app):
+    app.openai().chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": GREETING}])
+
+
+def openai_chat_stream(app):
+    stream = app.openai().chat.completions.create(
+        model=OPENAI_MODEL,
+        messages=[{"role": "user", "content": GREETING}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    _drain(stream)
+
+
+def openai_tool_roundtrip(app):
+    client = app.openai()
+    messages = [{"role": "user", "content": QUESTION}]
+    first = client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=OPENAI_TOOLS)
+    call = first.choices[0].message.tool_calls[0]
+    result = app.run_tool(call.function.name, json.loads(call.function.arguments))
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                             "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": result},
+    ]  # fmt: skip
+    client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=OPENAI_TOOLS)
+
+
+def openai_chat_error(app):
+    import openai
+
+    try:
+        app.openai().chat.completions.create(
+            model=OPENAI_MODEL + "-429", messages=[{"role": "user", "content": GREETING}]
+        )
+    except openai.RateLimitError:
+        return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def openai_responses(app):
+    app.openai().responses.create(model=OPENAI_MODEL, input=GREETING)
+
+
+def anthropic_messages(app):
+    app.anthropic().messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    )
+
+
+def anthropic_messages_stream(app):
+    stream = app.anthropic().messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}], stream=True
+    )
+    _drain(stream)
+
+
+def anthropic_messages_stream_helper(app):
+    # the SDK's streaming helper (a context manager), which instrumentations wrap on their own
+    with app.anthropic().messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    ) as stream:
+        for _ in stream.text_stream:
+            pass
+        stream.get_final_message()
+
+
+def anthropic_tool_roundtrip(app):
+    client = app.anthropic()
+    messages = [{"role": "user", "content": QUESTION}]
+    first = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=256, messages=messages, tools=ANTHROPIC_TOOLS)
+    block = next(b for b in first.content if b.type == "tool_use")
+    result = app.run_tool(block.name, dict(block.input))
+    messages += [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": block.id, "name": block.name,
+                                           "input": dict(block.input)}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": result}]},
+    ]  # fmt: skip
+    client.messages.create(model=ANTHROPIC_MODEL, max_tokens=256, messages=messages, tools=ANTHROPIC_TOOLS)
+
+
+def anthropic_messages_error(app):
+    import anthropic
+
+    try:
+        app.anthropic().messages.create(
+            model=ANTHROPIC_MODEL + "-429", max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+        )
+    except anthropic.RateLimitError:
+        return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def anthropic_messages_in_conversation(app):
+    app.anthropic(conversation_id=CONVERSATION_ID).messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    )
+
+
+def openai_chat_in_session(app):
+    from openinference.instrumentation import using_session
+
+    app.notes.append(f"call made inside openinference.instrumentation.using_session({CONVERSATION_ID!r})")
+    with using_session(CONVERSATION_ID):
+        openai_chat(app)
+
+
+anthropic_messages_with_sdk_spans = anthropic_messages
+anthropic_messages_stream_with_sdk_spans = anthropic_messages_stream
+
+
+def traceloop_agent_tool(app):
+    from traceloop.sdk.decorators import agent, tool, workflow
+
+    @tool(name=TOOL_NAME)
+    def get_weather(city: str) -> str:
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    @agent(name=AGENT_NAME)
+    def weather_agent() -> None:
+        client = app.openai()
+        messages = [{"role": "user", "content": QUESTION}]
+        first = client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=OPENAI_TOOLS)
+        call = first.choices[0].message.tool_calls[0]
+        result = get_weather(**json.loads(call.function.arguments))
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                                 "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": result},
+        ]  # fmt: skip
+        client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=OPENAI_TOOLS)
+
+    @workflow(name="weather_workflow")
+    def run() -> None:
+        weather_agent()
+
+    run()
+
+
+def _weather_agent(app):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel(OPENAI_MODEL, provider=OpenAIProvider(openai_client=app.openai(asynchronous=True)))
+    agent = Agent(model, name=AGENT_NAME, instructions="Answer with the weather tool.")
+
+    @agent.tool_plain
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    return agent
+
+
+def pydantic_ai_agent_tool(app):
+    result = _weather_agent(app).run_sync(QUESTION)
+    assert result.output, result
+
+
+def pydantic_ai_agent_tool_stream(app):
+    import asyncio
+
+    agent = _weather_agent(app)
+
+    async def run():
+        async with agent.run_stream(QUESTION) as result:
+            return await result.get_output()
+
+    assert asyncio.run(run())
+
+
+# --- instrumentations ----------------------------------------------------------------------
+def _instrument(name: str, tel) -> dict:
+    """Apply one instrumentation to the recorder's providers; returns what to write down."""
+    providers = {"tracer_provider": tel.tracer_provider, "meter_provider": tel.meter_provider}
+    if name == "openai_v2":
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(**providers, logger_provider=tel.logger_provider)
+    elif name == "openinference_openai":
+        from openinference.instrumentation.openai import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=tel.tracer_provider)
+    elif name == "openinference_anthropic":
+        from openinference.instrumentation.anthropic import AnthropicInstrumentor
+
+        AnthropicInstrumentor().instrument(tracer_provider=tel.tracer_provider)
+    elif name == "openllmetry_openai":
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(**providers)
+    elif name == "openllmetry_anthropic":
+        from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+
+        AnthropicInstrumentor().instrument(**providers)
+    elif name == "openlit":
+        import tempfile
+
+        import openlit
+
+        prices = Path(tempfile.mkdtemp()) / "pricing.json"
+        prices.write_text(json.dumps(OPENLIT_PRICES))
+        # Reuses the global providers set up by the recorder; no exporter of its own.
+        openlit.init(
+            service_name="spanmeter-fixtures",
+            pricing_json=str(prices),
+            disabled_instrumentors=[],
+            collect_gpu_stats=False,
+        )
+        return {"openlit_pricing_json_usd_per_1k_tokens": OPENLIT_PRICES["chat"]}
+    elif name == "traceloop_sdk":
+        from opentelemetry.sdk.trace import SpanProcessor
+        from traceloop.sdk import Traceloop
+        from traceloop.sdk.instruments import Instruments
+
+        # A processor of our own keeps it off its cloud exporter; it reuses the global
+        # provider, which already has the recorder's exporter. No usage telemetry.
+        Traceloop.init(
+            app_name="spanmeter-fixtures",
+            processor=SpanProcessor(),
+            telemetry_enabled=False,
+            instruments={Instruments.OPENAI},
+            disable_batch=True,
+        )
+        return {"traceloop_init": {"instruments": ["OPENAI"], "telemetry_enabled": False}}
+    elif name == "pydantic_ai":
+        from pydantic_ai import Agent
+
+        # 2.x has no ``Agent(instrument=...)`` any more; this is its documented switch. It
+        # uses the global providers (InstrumentationSettings() defaults).
+        Agent.instrument_all(True)
+    else:
+        raise ValueError(name)
+    return {}
+
+
+class _Telemetry:
+    """Tracer, meter and logger providers that keep everything in memory, set as the globals."""
+
+    def __init__(self):
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        resource = Resource.create({"service.name": "spanmeter-fixtures"})
+        steps = self.steps = {}  # span_id -> [start step, end step, attribute keys at start]
+        counter = [0]
+
+        class StepRecorder(SpanProcessor):
+            """Notes the order of every on_start and on_end, and the keys a span started with."""
+
+            def on_start(self, span, parent_context=None):
+                counter[0] += 1
+                steps[span.context.span_id] = [counter[0], None, sorted(span.attributes or {})]
+
+            def on_end(self, span):
+                counter[0] += 1
+                steps.setdefault(span.context.span_id, [None, None, []])[1] = counter[0]
+
+        self.counter = counter
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider(resource=resource)
+        self.tracer_provider.add_span_processor(StepRecorder())
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        delta = {kind: AggregationTemporality.DELTA for kind in _instrument_kinds()}
+        self.metrics = InMemoryMetricReader(preferred_temporality=delta)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self.metrics])
+        trace.set_tracer_provider(self.tracer_provider)
+        metrics.set_meter_provider(self.meter_provider)
+        self.logs = None
+        self.logger_provider = None
+        try:
+            from opentelemetry import _logs
+            from opentelemetry.sdk._logs import LoggerProvider
+            from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+            try:
+                from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryLogs
+            except ImportError:
+                from opentelemetry.sdk._logs.export import InMemoryLogExporter as InMemoryLogs
+            self.logs = InMemoryLogs()
+            self.logger_provider = LoggerProvider(resource=resource)
+            self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
+            _logs.set_logger_provider(self.logger_provider)
+        except ImportError:
+            pass
+
+    def reset(self):
+        self.spans.clear()
+        self.steps.clear()
+        self.counter[0] = 0
+        self.metrics.get_metrics_data()  # delta: drops what earlier scenarios recorded
+        if self.logs is not None:
+            self.logs.clear()
+
+
+def _instrument_kinds():
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+
+    return (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+
+
+# --- what the fake server returned -----------------------------------------------------------
+def _parse_body(body: bytes) -> tuple[list[dict], bool]:
+    """The JSON objects of a response body (one, or each SSE ``data:``), and whether it streamed."""
+    text = body.decode("utf-8", "replace")
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return [json.loads(text)], False
+        except ValueError:
+            return [], False
+    events = []
+    for line in text.splitlines():
+        if line.startswith("data: ") and line[6:].strip() != "[DONE]":
+            try:
+                events.append(json.loads(line[6:]))
+            except ValueError:
+                pass
+    return events, True
+
+
+def _exchange(path: str, request: dict, body: bytes) -> dict:
+    """One call as the fake server saw and answered it, usage in the provider's own meaning,
+    and its tokens in the GenAI meaning (input includes cache reads and writes, output includes
+    reasoning)."""
+    objects, streamed = _parse_body(body)
+    call = {"path": path.split("?", 1)[0], "request_model": request.get("model"), "stream": streamed,
+            "status": "ok", "response_model": None, "usage": None, "tool_calls": [], "finish_reasons": []}  # fmt: skip
+    usage: dict = {}
+    for obj in objects:
+        if isinstance(obj.get("error"), dict) or obj.get("type") == "error":
+            error = obj["error"]
+            call["status"] = "error"
+            call["error"] = {k: error.get(k) for k in ("type", "code") if error.get(k) is not None}
+        if call["path"].endswith("/messages"):  # Anthropic
+            message = obj.get("message") if obj.get("type") == "message_start" else obj
+            if obj.get("type") in ("message", "message_start"):
+                call["response_model"] = message.get("model")
+                usage.update(message.get("usage") or {})
+                call["tool_calls"] += [b["name"] for b in message.get("content") or [] if b.get("type") == "tool_use"]
+                if message.get("stop_reason"):
+                    call["finish_reasons"].append(message["stop_reason"])
+            elif obj.get("type") == "message_delta":
+                usage.update(obj.get("usage") or {})
+                call["finish_reasons"].append(obj["delta"].get("stop_reason"))
+        elif call["path"].endswith("/responses"):
+            response = obj.get("response") if "response" in obj else obj
+            if isinstance(response, dict) and response.get("object") == "response":
+                call["response_model"] = response.get("model")
+                if response.get("usage"):
+                    usage = dict(response["usage"])
+        else:  # OpenAI chat completions
+            if obj.get("model"):
+                call["response_model"] = obj["model"]
+            if obj.get("usage"):
+                usage = dict(obj["usage"])
+            for choice in obj.get("choices") or []:
+                message = choice.get("message") or choice.get("delta") or {}
+                call["tool_calls"] += [t["function"]["name"] for t in message.get("tool_calls") or []
+                                       if t.get("function", {}).get("name")]  # fmt: skip
+                if choice.get("finish_reason"):
+                    call["finish_reasons"].append(choice["finish_reason"])
+    if usage:
+        call["usage"] = usage
+        call["tokens"] = _genai_tokens(call["path"], usage)
+    return call
+
+
+def _genai_tokens(path: str, usage: dict) -> dict:
+    def n(d, *keys):
+        for key in keys:
+            d = (d or {}).get(key)
+        return d or 0
+
+    if path.endswith("/messages"):
+        cache_read = n(usage, "cache_read_input_tokens")
+        cache_write = n(usage, "cache_creation_input_tokens")
+        return {"input": n(usage, "input_tokens") + cache_read + cache_write, "output": n(usage, "output_tokens"),
+                "cache_read": cache_read, "cache_write": cache_write, "reasoning": 0}  # fmt: skip
+    if path.endswith("/responses"):
+        return {"input": n(usage, "input_tokens"), "output": n(usage, "output_tokens"),
+                "cache_read": n(usage, "input_tokens_details", "cached_tokens"), "cache_write": 0,
+                "reasoning": n(usage, "output_tokens_details", "reasoning_tokens")}  # fmt: skip
+    return {"input": n(usage, "prompt_tokens"), "output": n(usage, "completion_tokens"),
+            "cache_read": n(usage, "prompt_tokens_details", "cached_tokens"), "cache_write": 0,
+            "reasoning": n(usage, "completion_tokens_details", "reasoning_tokens")}  # fmt: skip
+
+
+def _expected(server, app) -> dict:
+    assert len(server.requests) == len(server.sent), (len(server.requests), len(server.sent))
+    calls = [_exchange(path, request, body) for (path, request), body in zip(server.requests, server.sent)]
+    by_model: dict[str, dict] = {}
+    for call in calls:
+        row = by_model.setdefault(call["request_model"], {"calls": 0, "errors": 0, "response_models": [],
+                                                          "tokens": dict.fromkeys(_TOKENS, 0)})  # fmt: skip
+        row["calls"] += 1
+        row["errors"] += call["status"] == "error"
+        if call["response_model"] and call["response_model"] not in row["response_models"]:
+            row["response_models"].append(call["response_model"])
+        for key, value in (call.get("tokens") or {}).items():
+            row["tokens"][key] += value
+    return {
+        "calls": calls,
+        "by_model": by_model,
+        "tool_calls_requested": _count(name for call in calls for name in call["tool_calls"]),
+        "tool_executions": dict(sorted(app.tool_runs.items())),
+        "agent_runs": {AGENT_NAME: 1} if app.scenario.startswith(("pydantic_ai", "traceloop")) else {},
+    }
+
+
+_TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+def _count(names) -> dict:
+    out: dict[str, int] = {}
+    for name in names:
+        out[name] = out.get(name, 0) + 1
+    return dict(sorted(out.items()))
+
+
+# --- spans, metrics and logs to JSON ---------------------------------------------------------
+class _Scrubber:
+    """Machine paths in strings become placeholders; a leftover path or the key is an error."""
+
+    def __init__(self):
+        import sysconfig
+
+        pairs = [
+            (sysconfig.get_paths()["purelib"], "<site-packages>"),
+            (sysconfig.get_paths()["platlib"], "<site-packages>"),
+            (sysconfig.get_paths()["stdlib"], "<python>"),
+            (str(REPO), "<repo>"),
+            (sys.prefix, "<venv>"),
+            (sys.base_prefix, "<python>"),
+            (os.path.expanduser("~"), "<home>"),
+        ]
+        self.pairs = sorted({(a, b) for a, b in pairs if a and a != "/"}, key=lambda p: -len(p[0]))
+
+    def __call__(self, value):
+        if isinstance(value, str):
+            for prefix, placeholder in self.pairs:
+                if prefix in value:
+                    value = value.replace(prefix, placeholder)
+            return value
+        if isinstance(value, (list, tuple)):
+            return [self(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        return value
+
+    @staticmethod
+    def check(text: str) -> None:
+        leaks = [needle for needle in (API_KEY, "/tmp/", "/root", "/home/", "/work/", "/usr/", "/opt/") if needle in text]
+        if leaks:
+            raise RuntimeError(f"fixture would hold {leaks}")
+
+
+def _spans_json(tel, scrub) -> tuple[list[dict], dict, list[str]]:
+    spans = list(tel.spans.get_finished_spans())
+    order = sorted(spans, key=lambda s: (tel.steps.get(s.context.span_id, [0])[0] or 0, s.start_time))
+    trace_ids: dict[int, str] = {}
+    span_ids: dict[int, str] = {}
+    for span in order:
+        trace_ids.setdefault(span.context.trace_id, f"{len(trace_ids) + 1:032x}")
+        span_ids.setdefault(span.context.span_id, f"{len(span_ids) + 1:016x}")
+    t0 = min((s.start_time for s in spans), default=0)
+    resources = {json.dumps(dict(s.resource.attributes), sort_keys=True) for s in spans}
+    resource = json.loads(resources.pop()) if len(resources) == 1 else None
+    out = []
+    for span in sorted(spans, key=lambda s: tel.steps.get(s.context.span_id, [0, 0])[1] or 0):
+        start_step, end_step, start_keys = tel.steps.get(span.context.span_id, [None, None, []])
+        parent = span.parent
+        scope = span.instrumentation_scope
+        item = {
+            "name": span.name,
+            "kind": span.kind.name,
+            "trace_id": trace_ids[span.context.trace_id],
+            "span_id": span_ids[span.context.span_id],
+            "parent_span_id": None if parent is None else span_ids.get(parent.span_id, f"{parent.span_id:016x}"),
+            "start_ns": span.start_time - t0,
+            "end_ns": span.end_time - t0,
+            "started_at_step": start_step,
+            "ended_at_step": end_step,
+            "attributes_at_start": start_keys,
+            "attributes": scrub(_plain(span.attributes)),
+            "status": {"code": span.status.status_code.name, "description": span.status.description},
+            "events": [
+                {"name": e.name, "time_ns": e.timestamp - t0, "attributes": scrub(_plain(e.attributes))}
+                for e in span.events
+            ],
+            "links": [
+                {"trace_id": trace_ids.get(link.context.trace_id, f"{link.context.trace_id:032x}"),
+                 "span_id": span_ids.get(link.context.span_id, f"{link.context.span_id:016x}"),
+                 "attributes": scrub(_plain(link.attributes))}
+                for link in span.links
+            ],  # fmt: skip
+            "scope": {
+                "name": scope.name if scope else None,
+                "version": scope.version if scope else None,
+                "schema_url": (scope.schema_url or None) if scope else None,
+                "attributes": _plain(getattr(scope, "attributes", None)) if scope else {},
+            },
+        }
+        if parent is not None and parent.is_remote:
+            item["parent_is_remote"] = True
+        if resource is None:
+            item["resource"] = _plain(span.resource.attributes)
+        out.append(item)
+    unended = [f"step {s[0]}" for sid, s in tel.steps.items() if s[1] is None]
+    return out, resource or {}, unended
+
+
+def _plain(attributes) -> dict:
+    if not attributes:
+        return {}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(dict(attributes).items())}
+
+
+def _metrics_json(tel) -> list[dict]:
+    data = tel.metrics.get_metrics_data()
+    out = []
+    for rm in getattr(data, "resource_metrics", None) or []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points = []
+                for p in metric.data.data_points:
+                    point = {"attributes": _plain(p.attributes)}
+                    for field in ("value", "count", "sum"):
+                        if hasattr(p, field):
+                            point[field] = getattr(p, field)
+                    points.append(point)
+                points.sort(key=lambda p: json.dumps(p, sort_keys=True))
+                out.append({"scope": sm.scope.name, "name": metric.name, "unit": metric.unit,
+                            "type": type(metric.data).__name__, "points": points})  # fmt: skip
+    return sorted(out, key=lambda m: (m["scope"], m["name"]))
+
+
+def _logs_json(tel, scrub) -> list[dict]:
+    if tel.logs is None:
+        return []
+    out = []
+    for item in tel.logs.get_finished_logs():
+        record = getattr(item, "log_record", item)
+        body = record.body
+        try:
+            json.dumps(body)
+        except TypeError:
+            body = repr(body)
+        out.append({
+            "event_name": getattr(record, "event_name", None) or (record.attributes or {}).get("event.name"),
+            "attributes": scrub(_plain(record.attributes)),
+            "body": scrub(body),
+            "scope": getattr(getattr(item, "instrumentation_scope", None), "name", None),
+        })  # fmt: skip
+    return out
+
+
+def _packages() -> dict:
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if PACKAGE_PATTERN.match(name):
+            found[name] = dist.version
+    return dict(sorted(found.items()))
+
+
+def record_inside(name: str) -> int:
+    import gc
+    import logging
+    import traceback
+
+    logging.basicConfig(level=logging.WARNING)
+    recording = RECORDINGS[name]
+    fp = _load_fake_providers()
+    tel = _Telemetry()
+    config = {}
+    for instrumentation in recording["instrument"]:
+        config.update(_instrument(instrumentation, tel))
+    scrub = _Scrubber()
+    out_dir = OUT / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    with fp.FakeProviders() as server:
+        server.RequestHandlerClass = _tool_calling_handler(fp)
+        # cache writes too, so Anthropic's meaning of input tokens shows (OpenAI ignores it)
+        server.usage = fp.Usage(cache_write=200)
+        for scenario in recording["scenarios"]:
+            tel.reset()
+            server.requests.clear()
+            server.sent.clear()
+            app = _App(server.url, recording, scenario)
+            server.response_model_names = None
+            if scenario.startswith("pydantic_ai"):
+                server.response_model_names = PRICED_RESPONSE_MODELS
+                app.notes.append(
+                    "response model renamed by the recorder's handler to a dated name genai-prices knows: "
+                    + ", ".join(f"{a} -> {b}" for a, b in PRICED_RESPONSE_MODELS.items())
+                )
+            try:
+                globals()[scenario](app)
+            except Exception:
+                failures += 1
+                print(f"[{name}] {scenario} FAILED:\n{traceback.format_exc()}", file=sys.stderr)
+                continue
+            gc.collect()
+            time.sleep(0.05)  # let a span ended by a background thread or finalizer end
+            tel.tracer_provider.force_flush()
+            spans, resource, unended = _spans_json(tel, scrub)
+            fixture = {
+                "format": FORMAT,
+                "recording": name,
+                "scenario": scenario,
+                "instrumentations": recording["instrument"] or ["anthropic SDK (built in)"],
+                "environment": recording.get("env", {}),
+                "config": config,
+                "notes": sorted(set(app.notes)),
+                "packages": _packages(),
+                "python": ".".join(map(str, sys.version_info[:3])),
+                "fake_server": {"usage": vars(server.usage)},
+                "expected": _expected(server, app),
+                "resource": resource,
+                "spans": spans,
+                "unended_spans": unended,
+                "metrics": _metrics_json(tel),
+                "logs": _logs_json(tel, scrub),
+            }
+            text = json.dumps(fixture, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+            _Scrubber.check(text)
+            (out_dir / f"{scenario}.json").write_text(text)
+            print(f"[{name}] {scenario}: {len(spans)} spans, {len(fixture['expected']['calls'])} calls", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
