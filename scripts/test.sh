@@ -12,5 +12,5 @@ if ! command -v promtool >/dev/null 2>&1; then
     # the Debian package starts a system Prometheus on :9090; the tests run their own
     $SUDO systemctl stop prometheus >/dev/null 2>&1 || $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[test,dashboards]"
 python3 -m pytest -q "$@"

@@ -416,12 +416,15 @@ class Pricer:
         i, o, cr, cw, _ = tokens
         if i is None and o is None and cr is None and cw is None:
             return None
-        if end_ns.__class__ is not int:
+        if end_ns.__class__ is not int or not 0 < end_ns < 2**62:  # no usable end: price as of now
             end_ns = time.time_ns()
         if self._updater is not None:
             self._maybe_refresh()
         key = (provider, model, response_model, end_ns // _NS_PER_DAY)
-        rates = self._cache.get(key)
+        try:
+            rates = self._cache.get(key)
+        except TypeError:  # a model or provider attribute that is not text: no price to find
+            return UNPRICED
         if rates is None:
             rates = self._resolve_cached(key, end_ns)
         if rates is _PER_MINUTE:  # time-of-day prices (off-peak hours): resolved per minute
