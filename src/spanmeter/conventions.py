@@ -21,6 +21,7 @@ stated here once and counted by reason in ``spanmeter_dropped_values_total``:
 
 from __future__ import annotations
 
+import json
 import math
 
 # --- GenAI semantic conventions v1.41 ------------------------------------------------
@@ -52,6 +53,33 @@ INPUT_MESSAGES = "gen_ai.input.messages"  # content: read only when the user opt
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 OI_INPUT_VALUE = "input.value"  # OpenInference
 OI_OUTPUT_VALUE = "output.value"
+# Fallback names other instrumentations use for the same GenAI fields.
+CACHE_READ_TOKENS_OLD = "gen_ai.usage.cache_read_input_tokens"  # OpenLLMetry before 0.4x
+CACHE_WRITE_TOKENS_OLD = "gen_ai.usage.cache_creation_input_tokens"
+REASONING_TOKENS_FLAT = "gen_ai.usage.reasoning_tokens"  # OpenLLMetry, OpenLIT
+REASONING_TOKENS_DETAILS = "gen_ai.usage.details.reasoning_tokens"  # pydantic-ai
+PYDANTIC_AGENT_NAME = "agent_name"  # pydantic-ai before 1.0 ("agent run" spans)
+SESSION_ID = "session.id"  # OpenInference's conversation
+TELEMETRY_SDK_NAME = "telemetry.sdk.name"  # OpenLIT writes "openlit" on its spans
+# --- OpenInference (Arize) ----------------------------------------------------------------
+OI_SPAN_KIND = "openinference.span.kind"
+OI_MODEL = "llm.model_name"  # the response model, for OpenAI
+OI_REQUEST_MODEL = "llm.request.model_name"
+OI_RESPONSE_MODEL = "llm.response.model_name"
+OI_INVOCATION_PARAMETERS = "llm.invocation_parameters"  # JSON text; holds the request model
+OI_PROVIDER = "llm.provider"
+OI_SYSTEM = "llm.system"
+OI_PROMPT_TOKENS = "llm.token_count.prompt"  # includes cache reads and writes
+OI_COMPLETION_TOKENS = "llm.token_count.completion"  # includes reasoning
+OI_CACHE_READ_TOKENS = "llm.token_count.prompt_details.cache_read"
+OI_CACHE_WRITE_TOKENS = "llm.token_count.prompt_details.cache_write"
+OI_REASONING_TOKENS = "llm.token_count.completion_details.reasoning"
+OI_AGENT_NAME = "agent.name"
+OI_TOOL_NAME = "tool.name"
+# --- OpenLLMetry (Traceloop) --------------------------------------------------------------
+TRACELOOP_SPAN_KIND = "traceloop.span.kind"
+TRACELOOP_ENTITY_NAME = "traceloop.entity.name"
+LLM_REQUEST_TYPE = "llm.request.type"  # before it wrote gen_ai.operation.name
 # spanmeter's own span attributes (set by AgentRun.end_conversation()): the run is the last
 # turn of its conversation, and whether the conversation was escalated to a human.
 CONVERSATION_ENDED = "spanmeter.conversation.ended"
@@ -91,14 +119,40 @@ MAX_TOKENS = 10**12
 MAX_LABEL_LENGTH = 128
 
 
-def kind_of(attributes) -> int | None:
-    """The kind of a span from its attributes, or None when it is none of ours.
+OPENINFERENCE_KINDS: dict[str, int] = {"LLM": KIND_INFERENCE, "EMBEDDING": KIND_INFERENCE, "AGENT": KIND_AGENT,
+                                        "TOOL": KIND_TOOL}  # fmt: skip
+TRACELOOP_KINDS: dict[str, int] = {"agent": KIND_AGENT, "tool": KIND_TOOL}
+LLM_REQUEST_TYPES: dict[str, str] = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
+_OPERATION_OF_KIND = {KIND_INFERENCE: OP_CHAT, KIND_AGENT: OP_INVOKE_AGENT, KIND_TOOL: OP_EXECUTE_TOOL}
 
-    Used when a span starts (attributes given at creation) and when it ends.
+
+def kind_of(attributes, name: str = "") -> int | None:
+    """The kind of a span from its attributes (and name), or None when it is none of ours.
+
+    Used when a span starts (attributes given at creation) and when it ends. Reads, in
+    order: ``gen_ai.operation.name`` (GenAI conventions: the official instrumentations,
+    OpenLLMetry, OpenLIT, pydantic-ai, the anthropic SDK), ``openinference.span.kind``
+    (OpenInference), ``traceloop.span.kind`` (Traceloop SDK agents and tools),
+    ``llm.request.type`` (OpenLLMetry before it wrote the operation), and pydantic-ai's
+    span names before 1.0 (``agent run``, ``running tool ...``).
     """
-    op = attributes.get(OPERATION_NAME)
+    get = attributes.get
+    op = get(OPERATION_NAME)
     if op.__class__ is str:
         return OPERATION_KINDS.get(op)
+    oi = get(OI_SPAN_KIND)
+    if oi.__class__ is str:
+        return OPENINFERENCE_KINDS.get(oi)
+    tl = get(TRACELOOP_SPAN_KIND)
+    if tl.__class__ is str:
+        return TRACELOOP_KINDS.get(tl)
+    rt = get(LLM_REQUEST_TYPE)
+    if rt.__class__ is str:
+        return KIND_INFERENCE if rt in LLM_REQUEST_TYPES else None
+    if name == "agent run":
+        return KIND_AGENT
+    if name.__class__ is str and name.startswith("running tool"):
+        return KIND_TOOL
     return None
 
 
@@ -131,12 +185,35 @@ def coerce_tokens(tokens: tuple) -> tuple[tuple, list]:
     return tuple(out), drops
 
 
-def read(attributes, kind: int, failed: bool) -> tuple:
-    """The record (see :data:`RECORD_FIELDS`) of a span of ``kind`` (from :func:`kind_of`)."""
+def _first(get, *keys):
+    for key in keys:
+        value = get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def read(attributes, kind: int, failed: bool, name: str = "") -> tuple:
+    """The record (see :data:`RECORD_FIELDS`) of a span of ``kind`` (from :func:`kind_of`).
+
+    Every convention's fields are read with the GenAI meaning: OpenInference's
+    ``llm.token_count.prompt`` is input with its cached part, as GenAI's input is; OpenLIT's
+    Anthropic input excludes the cache (the provider's meaning) and gets it added; input
+    smaller than its cache reads and writes is taken to exclude them, from any source.
+    """
     get = attributes.get
-    error_type = get(ERROR_TYPE)
-    if error_type is not None or failed:
-        error_type = outcome(error_type, failed)[1]
+    op = get(OPERATION_NAME)
+    if op.__class__ is not str and get(OI_SPAN_KIND).__class__ is str:
+        return _read_openinference(get, kind, failed, name)
+    error_type = _error_type(get(ERROR_TYPE), failed)
+    if op.__class__ is not str:  # Traceloop kinds, old OpenLLMetry, old pydantic-ai
+        op = LLM_REQUEST_TYPES.get(get(LLM_REQUEST_TYPE)) if kind == KIND_INFERENCE else None
+        op = op or _OPERATION_OF_KIND[kind]
+    agent = get(AGENT_NAME)
+    if agent is None:
+        agent = get(PYDANTIC_AGENT_NAME)
+        if agent is None and kind == KIND_AGENT:
+            agent = get(TRACELOOP_ENTITY_NAME)
     drops = None
     if kind == KIND_INFERENCE:
         response_model = get(RESPONSE_MODEL)
@@ -147,10 +224,14 @@ def read(attributes, kind: int, failed: bool) -> tuple:
         if o is None:
             o = get(COMPLETION_TOKENS_OLD)
         cr = get(CACHE_READ_TOKENS)
+        if cr is None:
+            cr = get(CACHE_READ_TOKENS_OLD)
         cw = get(CACHE_WRITE_TOKENS)
         if cw is None:
-            cw = get(CACHE_WRITE_TOKENS_NEXT)
+            cw = _first(get, CACHE_WRITE_TOKENS_NEXT, CACHE_WRITE_TOKENS_OLD)
         rs = get(REASONING_TOKENS)
+        if rs is None:
+            rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS)
         # Inline check (a loop costs more): every count absent or a plain int in range.
         if not (
             (i is None or (i.__class__ is int and 0 <= i <= MAX_TOKENS))
@@ -160,24 +241,97 @@ def read(attributes, kind: int, failed: bool) -> tuple:
             and (rs is None or (rs.__class__ is int and 0 <= rs <= MAX_TOKENS))
         ):
             (i, o, cr, cw, rs), drops = coerce_tokens((i, o, cr, cw, rs))
+        provider = get(PROVIDER_NAME) or get(SYSTEM)
+        if i is not None and (cr or cw) and (i < (cr or 0) + (cw or 0) or _excludes_cache(get, provider)):
+            i += (cr or 0) + (cw or 0)
         ttfc = get(TIME_TO_FIRST_CHUNK)
         if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
             drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
             ttfc = None
         return (
-            kind, get(OPERATION_NAME), get(AGENT_NAME), get(REQUEST_MODEL) or response_model, response_model,
-            get(PROVIDER_NAME) or get(SYSTEM), None, None, error_type, None, get(RESPONSE_ID),
-            i, o, cr, cw, rs, drops, ttfc,
+            kind, op, agent, get(REQUEST_MODEL) or response_model, response_model, provider, None, None,
+            error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs, drops, ttfc,
+        )  # fmt: skip
+    if kind == KIND_TOOL:
+        tool = get(TOOL_NAME)
+        if tool is None:
+            tool = get(TRACELOOP_ENTITY_NAME)
+        return (
+            kind, op, agent, None, None, None, tool, get(TOOL_TYPE),
+            error_type, None, None, None, None, None, None, None, drops, None,
+        )  # fmt: skip
+    conversation = get(CONVERSATION_ID)
+    if conversation is None:
+        conversation = get(SESSION_ID)
+    return (
+        kind, op, agent, None, None, None, None, None,
+        error_type, conversation, None, None, None, None, None, None, drops, None,
+    )  # fmt: skip
+
+
+def _excludes_cache(get, provider) -> bool:
+    # OpenLIT writes Anthropic's own input_tokens, which leave cache reads and writes out.
+    return get(TELEMETRY_SDK_NAME) == "openlit" and provider == "anthropic"
+
+
+def _read_openinference(get, kind: int, failed: bool, name: str) -> tuple:
+    error_type = _error_type(get(ERROR_TYPE), failed)
+    conversation = get(SESSION_ID)
+    drops = None
+    if kind == KIND_INFERENCE:
+        response_model = get(OI_RESPONSE_MODEL) or get(OI_MODEL)
+        model = get(OI_REQUEST_MODEL) or _invocation_model(get(OI_INVOCATION_PARAMETERS)) or response_model
+        tokens = (get(OI_PROMPT_TOKENS), get(OI_COMPLETION_TOKENS), get(OI_CACHE_READ_TOKENS),
+                  get(OI_CACHE_WRITE_TOKENS), get(OI_REASONING_TOKENS))  # fmt: skip
+        if any(t is not None and not (t.__class__ is int and 0 <= t <= MAX_TOKENS) for t in tokens):
+            tokens, drops = coerce_tokens(tokens)
+        i, o, cr, cw, rs = tokens
+        if i is not None and (cr or cw) and i < (cr or 0) + (cw or 0):
+            i += (cr or 0) + (cw or 0)
+        op = "embeddings" if get(OI_SPAN_KIND) == "EMBEDDING" else OP_CHAT
+        return (
+            kind, op, get(OI_AGENT_NAME), model, response_model, get(OI_PROVIDER) or get(OI_SYSTEM), None, None,
+            error_type, conversation, None, i, o, cr, cw, rs, drops, None,
         )  # fmt: skip
     if kind == KIND_TOOL:
         return (
-            kind, get(OPERATION_NAME), get(AGENT_NAME), None, None, None, get(TOOL_NAME), get(TOOL_TYPE),
-            error_type, None, None, None, None, None, None, None, drops, None,
+            kind, OP_EXECUTE_TOOL, get(OI_AGENT_NAME), None, None, None, get(OI_TOOL_NAME) or name, None,
+            error_type, conversation, None, None, None, None, None, None, drops, None,
         )  # fmt: skip
     return (
-        kind, get(OPERATION_NAME), get(AGENT_NAME), None, None, None, None, None,
-        error_type, get(CONVERSATION_ID), None, None, None, None, None, None, drops, None,
+        kind, OP_INVOKE_AGENT, get(OI_AGENT_NAME) or name, None, None, None, None, None,
+        error_type, conversation, None, None, None, None, None, None, drops, None,
     )  # fmt: skip
+
+
+def _invocation_model(parameters):
+    """The ``model`` of OpenInference's ``llm.invocation_parameters`` JSON text, if any."""
+    if parameters.__class__ is not str or len(parameters) > 20_000 or '"model"' not in parameters:
+        return None
+    try:
+        model = json.loads(parameters).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model if model.__class__ is str else None
+
+
+def _error_type(error_type, failed: bool):
+    if error_type is None and not failed:
+        return None
+    error_type = outcome(error_type, failed)[1]
+    if error_type.startswith("<class '") and error_type.endswith("'>"):  # str() of a class
+        error_type = error_type[8:-2]
+    return error_type
+
+
+def exception_type(events) -> str | None:
+    """``exception.type`` of a span's last exception event (OpenInference has no error.type)."""
+    for event in reversed(events or ()):
+        if getattr(event, "name", None) == "exception":
+            value = (event.attributes or {}).get("exception.type")
+            if value.__class__ is str and value:
+                return value
+    return None
 
 
 def is_timeout(error_type: str) -> bool:

@@ -22,11 +22,13 @@ Each LLM call counts once:
 - an inference span nested under another inference span (through spans of no GenAI kind:
   a framework's LLM span around an SDK instrumentation's span) is the same call seen
   twice. The innermost spans (closest to the wire) are counted; the enclosing one adds
-  no call and no duration, and adds its tokens and cost only when none of the spans it
-  encloses had usage;
-- two inference spans with the same ``gen_ai.response.id`` in one trace that overlap in
-  time (two instrumentations side by side) count once: the first that ends. (Calls that
-  do not overlap are separate calls, even from a server that reuses response ids.)
+  no call and no duration; it adds its tokens and cost when none of the spans it encloses
+  had usage, and otherwise only the token types none of them reported (a framework span
+  that saw cache reads an SDK span did not report);
+- two inference spans with the same ``gen_ai.response.id`` that overlap in time (two
+  instrumentations side by side, in one trace or two: the anthropic SDK's own spans and
+  OpenLLMetry's are separate traces) count once: the first that ends. (Calls that do not
+  overlap are separate calls, even from a server that reuses response ids.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import weakref
 from bisect import bisect_left
 from collections import OrderedDict
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
@@ -111,9 +114,9 @@ class SpanmeterProcessor(SpanProcessor):
     def _reset(self) -> None:
         # span id -> (run, id of the innermost open inference span, id of the one enclosing it)
         self._open: dict[int, tuple] = {}
-        # outer inference span id -> [inner calls counted, any with usage, without usage]
+        # outer inference span id -> [inner calls counted, token types they reported (bits), without usage]
         self._wrappers: dict[int, list] = {}
-        self._seen: OrderedDict = OrderedDict()  # (trace id, response id), under the state lock
+        self._seen: OrderedDict = OrderedDict()  # response id -> (start, end), under the state lock
 
     # --- SpanProcessor -----------------------------------------------------------------
     def on_start(self, span: Span, parent_context=None) -> None:
@@ -121,10 +124,13 @@ class SpanmeterProcessor(SpanProcessor):
             return
         try:
             attrs = _attributes(span)
-            op = attrs.get(c.OPERATION_NAME)
-            kind = c.OPERATION_KINDS.get(op) if op.__class__ is str else None
+            kind = c.kind_of(attrs, span.name)
             parent = span.parent
-            ctx = self._open.get(parent.span_id) if parent is not None else None
+            ctx = None
+            if parent is not None:
+                ctx = self._open.get(parent.span_id)
+                if ctx is None:
+                    ctx = self._late_parent(parent, parent_context)
             if kind is None:
                 if ctx is None:
                     return
@@ -141,17 +147,41 @@ class SpanmeterProcessor(SpanProcessor):
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
 
+    def _late_parent(self, parent, parent_context):
+        """The context of a parent that became a GenAI span after it started (Traceloop
+        agents and tools get their attributes then); None when it is not one. The SDK
+        passes no context when the parent is the current span."""
+        parent_span = trace.get_current_span(parent_context)
+        attrs = getattr(parent_span, "_attributes", None)
+        if attrs is None or parent_span.get_span_context().span_id != parent.span_id:
+            return None
+        attrs = getattr(attrs, "_dict", attrs)
+        kind = c.kind_of(attrs, getattr(parent_span, "name", ""))
+        if kind is None:
+            return None
+        if kind == c.KIND_AGENT:
+            ctx = (_Run(parent_span, attrs.get(c.AGENT_NAME) or attrs.get(c.TRACELOOP_ENTITY_NAME)), None, None)
+        elif kind == c.KIND_INFERENCE:
+            ctx = (None, parent.span_id, None)
+        else:
+            ctx = (None, None, None)
+        self._open[parent.span_id] = ctx
+        return ctx
+
     def on_end(self, span: ReadableSpan) -> None:
         if self._stopped:
             return
         try:
             ctx = self._open.pop(span.context.span_id, None) if self._open else None
             attrs = _attributes(span)
-            op = attrs.get(c.OPERATION_NAME)
-            kind = c.OPERATION_KINDS.get(op) if op.__class__ is str else None
+            kind = c.kind_of(attrs, span.name)
             if kind is None:
                 return
-            record = c.read(attrs, kind, span.status.status_code is _ERROR)
+            record = c.read(attrs, kind, span.status.status_code is _ERROR, span.name)
+            if record[8] == c.ERROR_OTHER:  # failed without error.type: its exception event may say
+                named = c.exception_type(span.events)
+                if named is not None:
+                    record = (*record[:8], named, *record[9:])
             if kind == c.KIND_INFERENCE:
                 self._inference(span, attrs, record, ctx)
             elif kind == c.KIND_TOOL:
@@ -188,9 +218,17 @@ class SpanmeterProcessor(SpanProcessor):
             if self._wrappers:
                 wrapper = self._wrappers.pop(span.context.span_id, None)
         has_usage = i is not None or o is not None
-        if wrapper is not None and (wrapper[1] or not has_usage):
-            i = o = cr = cw = rs = None  # the nested spans counted this call's tokens
-            has_usage = False
+        price_it = wrapper is None or has_usage
+        if wrapper is not None and wrapper[1] & 3:
+            # The nested spans counted this call's tokens and cost; keep only the token
+            # types none of them reported (e.g. cache reads a framework span saw).
+            mask = wrapper[1]
+            i = None if mask & 1 else i
+            o = None if mask & 2 else o
+            cr = None if mask & 4 else cr
+            cw = None if mask & 8 else cw
+            rs = None if mask & 16 else rs
+            has_usage = price_it = False
         start, end = span.start_time, span.end_time
         duration_ok = start.__class__ is int and end.__class__ is int and end >= start
         if duration_ok:
@@ -199,7 +237,7 @@ class SpanmeterProcessor(SpanProcessor):
             duration, drop = _duration(span)
             drops = (drops or []) + [drop]
         priced = None
-        if self._price is not None and (wrapper is None or has_usage):
+        if self._price is not None and price_it:
             priced = self._price(provider, model, response_model, (i, o, cr, cw, rs), end, attrs)
 
         state = self.state
@@ -211,7 +249,7 @@ class SpanmeterProcessor(SpanProcessor):
             series = None
         with state.lock:
             if wrapper is None and response_id.__class__ is str and response_id and duration_ok:
-                seen_key = (span.context.trace_id, response_id)
+                seen_key = response_id  # provider ids are unique; two traces may share a call
                 seen = self._seen
                 other = seen.get(seen_key)
                 if other is not None and other[0] <= end and start <= other[1]:
@@ -240,15 +278,15 @@ class SpanmeterProcessor(SpanProcessor):
                 if outer is not None:
                     nested = self._wrappers.get(outer)
                     if nested is None:
-                        nested = self._wrappers[outer] = [0, False, 0]
+                        nested = self._wrappers[outer] = [0, 0, 0]  # calls, token types seen, without usage
                     nested[0] += 1
-                    if has_usage:
-                        nested[1] = True
-                    else:
+                    nested[1] |= ((i is not None) | (o is not None) << 1 | (cr is not None) << 2
+                                  | (cw is not None) << 3 | (rs is not None) << 4)  # fmt: skip
+                    if not has_usage:
                         nested[2] += 1
                 elif not has_usage:
                     state.count_locked("no_usage", (series.dims[1],))
-            elif not has_usage and not wrapper[1]:
+            elif not has_usage and not wrapper[1] & 3 and wrapper[2]:
                 state.count_locked("no_usage", (series.dims[1],), wrapper[2])
             if has_usage or cr is not None or cw is not None:
                 counts = series.tokens
