@@ -4,16 +4,15 @@ Runs the demo workload (fake OpenAI-compatible server, three agents) through spa
 real endpoint, scrapes it with the real Prometheus (the committed config and rules, 1 s
 scrape interval), then runs every panel's queries of ``dashboards/grafana/`` as range
 queries and draws them with matplotlib, panel by panel, row by row, into a PNG. The
-demo has no judge, so this script feeds the quality scores an evaluator would (seeded).
+quality panels come from the demo's LLM judge (the fake server answers it too) scoring
+half of the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import random
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,29 +30,18 @@ def run_workload(seconds: float, rate: float, out=print) -> tuple[dict, float, f
     from prometheus_client import CollectorRegistry
 
     import spanmeter
-    from spanmeter.demo import AGENTS, FakeLLMServer, Workload
+    from spanmeter.demo import FakeLLMServer, Workload
     from spanmeter.prometheus import LocalPrometheus
 
-    meter = spanmeter.setup(service_name="spanmeter-demo", port=0, registry=CollectorRegistry())
-    host, port = meter.address
     llm = FakeLLMServer(time_scale=0.5).start()
+    judge = spanmeter.LLMJudge(base_url=llm.base_url, model="gpt-4o-mini", timeout=10.0)
+    meter = spanmeter.setup(service_name="spanmeter-demo", port=0, registry=CollectorRegistry(),
+                            evaluator=spanmeter.Evaluator(judge, sample_rate=0.5))  # fmt: skip
+    host, port = meter.address
     workload = Workload(meter, llm.base_url, time_scale=0.5)
     prom = LocalPrometheus(assets.PROMETHEUS_DIR, f"{host}:{port}", scrape_interval="1s", evaluation_interval="1s")
     prom.start()
     out(f"prometheus {prom.url}, spanmeter {meter.metrics_url}: {seconds:g}s of demo traffic at {rate:g} runs/s")
-    rng = random.Random(5)
-    stop = threading.Event()
-
-    def evaluator():  # the scores a judge would give, support drifting down half-way
-        started = time.monotonic()
-        while not stop.wait(0.5):
-            late = time.monotonic() - started > seconds / 2
-            for agent in AGENTS:
-                base = 0.66 if agent == "support" and late else 0.88
-                for metric_type in ("groundedness", "relevance"):
-                    meter.record_quality(agent, metric_type, min(1.0, max(0.0, rng.gauss(base, 0.05))))
-
-    threading.Thread(target=evaluator, daemon=True).start()
     start = time.time()
     try:
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -66,7 +54,6 @@ def run_workload(seconds: float, rate: float, out=print) -> tuple[dict, float, f
         end = time.time()
         results = query_panels(prom, start + 5, end)
     finally:
-        stop.set()
         prom.stop()
         meter.shutdown()
         llm.stop()

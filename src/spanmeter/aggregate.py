@@ -343,6 +343,8 @@ class State:
         self.escalation_window = escalation_window
         self.conversation_idle = conversation_idle
         self.max_conversations = max_conversations
+        #: Called before each snapshot: processors aggregate the spans still waiting.
+        self.drainers: list = []
         self._reset()
         # A forked child must not inherit a lock held by another thread of the parent,
         # nor report the parent's counts a second time.
@@ -468,6 +470,8 @@ class State:
 
     # --- collection -------------------------------------------------------------------
     def snapshot(self) -> dict[str, list[tuple[tuple, dict]]]:
+        for drain in self.drainers:
+            drain()
         now = time.monotonic()
         with self.lock:
             self.expire_conversations_locked(now)

@@ -29,10 +29,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from spanmeter import __version__
+from spanmeter import endpoint as _endpoint
 from spanmeter import otlp as _otlp
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
 from spanmeter.errors import ConfigurationError
-from spanmeter.export import PrometheusReader
+from spanmeter.export import SDK_CARDINALITY_LIMIT, PrometheusReader
 from spanmeter.pricing import Pricer, catalogue_version
 from spanmeter.processor import SpanmeterProcessor
 from spanmeter.quality import Evaluator, LLMJudge
@@ -89,7 +90,7 @@ class Spanmeter:
     """
 
     def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider,
-                 push=None, evaluator=None):  # fmt: skip
+                 push=None, evaluator=None, tls=False):  # fmt: skip
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processor = processor
@@ -97,6 +98,7 @@ class Spanmeter:
         self.push = push  # spanmeter.otlp.Push, None without otlp=True
         self.evaluator = evaluator
         self._server = server
+        self._tls = tls
         self._owns_meter_provider = owns_meter_provider
         self._closed = False
         self.pid = os.getpid()
@@ -119,7 +121,8 @@ class Spanmeter:
             return None
         host, port = self.address
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/metrics"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{host}:{port}/metrics"
 
     # the emit API, bound to this instance's tracer provider
     def agent_run(self, agent_name: str, **kwargs):
@@ -189,6 +192,7 @@ def setup(
     registry=None,
     resource: Resource | None = None,
     label_limits: dict[str, int] | None = None,
+    sdk_cardinality_limit: int = SDK_CARDINALITY_LIMIT,
     max_open_spans: int = 100_000,
     quality_window_seconds: float = 3600.0,
     escalation_window_seconds: float = 3600.0,
@@ -207,10 +211,18 @@ def setup(
     otlp_interval_seconds: float | None = None,
     otlp_headers: dict[str, str] | None = None,
     otlp_spans: bool = False,
+    # securing the endpoint, see spanmeter.endpoint
+    tls_certfile: str | None = None,
+    tls_keyfile: str | None = None,
+    tls_client_cafile: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
     ``tracer_provider``: the SDK provider to add the processor to (a new one if None).
+    ``label_limits``: distinct values per label of spanmeter's metrics before ``other``;
+    ``sdk_cardinality_limit``: points per metric of the SDK's own instruments (yours too,
+    when spanmeter joins your meter provider) before ``otel.metric.overflow``.
     ``meter_provider``: an SDK provider to add the reader to (a new one if None).
     ``registry``: the ``prometheus_client`` registry to serve (its global one if None).
     ``start_server=False`` serves nothing: read the registry yourself.
@@ -225,6 +237,9 @@ def setup(
     ``otlp=True`` pushes by OTLP on an interval (:mod:`spanmeter.otlp` for the ``otlp_*``
     options and their ``OTEL_EXPORTER_OTLP_*`` variables); ``otlp_spans=True`` exports the
     spans too.
+    ``tls_certfile``/``tls_keyfile`` serve ``/metrics`` over HTTPS (``tls_client_cafile``:
+    require client certificates it signed); ``basic_auth=(user, password)`` requires HTTP
+    basic auth (use it over TLS).
     """
     push_settings = _otlp.settings(otlp, endpoint=otlp_endpoint, protocol=otlp_protocol,
                                    interval_seconds=otlp_interval_seconds, headers=otlp_headers,
@@ -235,7 +250,16 @@ def setup(
         start_server = False
     if host is not None or port is not None or start_server:
         host, port = resolve_endpoint(host, port)
+    tls = None
+    if tls_certfile is not None:
+        tls = _endpoint.tls_context(tls_certfile, tls_keyfile, tls_client_cafile)
+    elif tls_keyfile is not None or tls_client_cafile is not None:
+        raise ConfigurationError("tls_keyfile and tls_client_cafile need tls_certfile")
+    if basic_auth is not None:
+        basic_auth = _endpoint.check_credentials(basic_auth)
     limits = _check_label_limits(label_limits)
+    if not isinstance(sdk_cardinality_limit, int) or isinstance(sdk_cardinality_limit, bool) or sdk_cardinality_limit < 1:
+        raise ConfigurationError(f"sdk_cardinality_limit must be an int >= 1, got {sdk_cardinality_limit!r}")
     for name, value in (("quality_window_seconds", quality_window_seconds),
                         ("escalation_window_seconds", escalation_window_seconds),
                         ("conversation_idle_seconds", conversation_idle_seconds)):  # fmt: skip
@@ -267,8 +291,10 @@ def setup(
         tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(processor)
 
-    reader = PrometheusReader(state=state, resource=resource, registry=registry) if prometheus else None
-    push = _otlp.Push(push_settings, state=state, resource=resource) if push_settings is not None else None
+    reader = (PrometheusReader(state=state, resource=resource, registry=registry, cardinality_limit=sdk_cardinality_limit)
+              if prometheus else None)  # fmt: skip
+    push = (_otlp.Push(push_settings, state=state, resource=resource, cardinality_limit=sdk_cardinality_limit)
+            if push_settings is not None else None)  # fmt: skip
     readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None
     if owns:
@@ -282,10 +308,10 @@ def setup(
 
     server = None
     if start_server:
-        from prometheus_client import REGISTRY, start_http_server
+        from prometheus_client import REGISTRY
 
         try:
-            server, _thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
+            server = _endpoint.serve(registry or REGISTRY, host, port, tls=tls, auth=basic_auth)
         except OSError as exc:
             if owns:
                 meter_provider.shutdown()
@@ -313,6 +339,7 @@ def setup(
         owns_meter_provider=owns,
         push=push,
         evaluator=evaluator,
+        tls=tls is not None,
     )
 
 

@@ -1,9 +1,12 @@
 """``spanmeter demo``: a fake OpenAI-compatible LLM server and a workload of agents.
 
 Everything runs on loopback in this process: a real HTTP server speaking the OpenAI
-chat-completions wire format (latency per model, some slow calls, some rate limits),
-three agents that call it over real HTTP under spanmeter's emit API, tools that
-sometimes fail or time out, and spanmeter's ``/metrics`` endpoint.
+chat-completions wire format (latency per model, some slow calls, some rate limits,
+streamed answers as server-sent events), three agents that call it over real HTTP under
+spanmeter's emit API, tools that sometimes fail or time out, conversations that end or get
+escalated, an LLM judge (the same server, answering the judge's rubric with scores that
+differ by agent: billing's groundedness sits below the 0.7 alert threshold), and
+spanmeter's ``/metrics`` endpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ MODELS = {
     "gpt-4o": ModelProfile(0.45),
     "claude-sonnet-4-5": ModelProfile(0.6),
     "o3-mini": ModelProfile(1.2, reasoning=True),
+    "acme-billing-ft": ModelProfile(0.25),  # a private fine-tune: no public price, so unpriced
+}
+#: The judge's scores by agent (criterion -> typical score), with a little noise.
+JUDGE_SCORES = {
+    "support": {"groundedness": 0.91, "relevance": 0.88, "safety": 0.99},
+    "research": {"groundedness": 0.8, "relevance": 0.84, "safety": 0.97},
+    "billing": {"groundedness": 0.64, "relevance": 0.78, "safety": 0.98},
 }
 SLOW_SHARE = 0.05  # calls that take six times longer
 RATE_LIMIT_SHARE = 0.02
@@ -63,7 +73,30 @@ class _LLMHandler(BaseHTTPRequestHandler):
             return self._send(400, {"error": {"type": "invalid_request_error", "message": "body is not JSON"}})
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             return self._send(404, {"error": {"type": "not_found", "message": self.path}})
-        self._send(*self.server.complete(request))
+        status, body = self.server.complete(request)
+        if status == 200 and request.get("stream"):
+            return self._stream(body)
+        self._send(status, body)
+
+    def _stream(self, body: dict) -> None:
+        """The completion as OpenAI server-sent events: content deltas, then the usage chunk."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
+        words = body["choices"][0]["message"]["content"].split(" ")[:20] or [""]
+        events = [{**base, "choices": [{"index": 0, "delta": {"content": w + " "}, "finish_reason": None}]}
+                  for w in words]  # fmt: skip
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        events.append({**base, "choices": [], "usage": body["usage"]})
+        for event in events:
+            data = f"data: {json.dumps(event)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+            time.sleep(0.005 * self.server.time_scale)
+        done = b"data: [DONE]\n\n"
+        self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
 
 
 class FakeLLMServer(ThreadingHTTPServer):
@@ -90,6 +123,8 @@ class FakeLLMServer(ThreadingHTTPServer):
         self.server_close()
 
     def complete(self, request: dict) -> tuple[int, dict]:
+        if (request.get("response_format") or {}).get("type") == "json_object":
+            return 200, self._judge(request)
         model = str(request.get("model", "gpt-4o-mini"))
         profile = MODELS.get(model, ModelProfile(0.3))
         with self._rng_lock:
@@ -126,6 +161,25 @@ class FakeLLMServer(ThreadingHTTPServer):
         }  # fmt: skip
 
 
+    def _judge(self, request: dict) -> dict:
+        """A verdict in the strict JSON the built-in LLM judge asks for."""
+        prompt = str(request["messages"][-1].get("content", ""))
+        criteria = [line[2:].split(":")[0] for line in prompt.splitlines() if line.startswith("- ")]
+        agent = next((a for a in JUDGE_SCORES if f"my {a} question" in prompt), "support")
+        with self._rng_lock:
+            scores = {c: round(min(1.0, max(0.0, JUDGE_SCORES[agent].get(c, 0.8) + self._rng.gauss(0, 0.04))), 2)
+                      for c in criteria}  # fmt: skip
+        time.sleep(0.2 * self.time_scale)
+        verdict = {"scores": scores, "reasons": {c: "demo verdict" for c in criteria}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": f"{request.get('model')}-2025-01-01",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": json.dumps(verdict)}}],
+            "usage": {"prompt_tokens": 350 + len(prompt) // 4, "completion_tokens": 60, "total_tokens": 410},
+        }  # fmt: skip
+
+
 # --- the agents ----------------------------------------------------------------------
 
 
@@ -155,7 +209,7 @@ AGENTS = {
         {"web_search": ToolProfile(0.4, 0.04, 0.06), "fetch_page": ToolProfile(0.2, 0.08, 0.02)},
         4, 0.02),
     "billing": AgentProfile(
-        ("claude-sonnet-4-5", "gpt-4o-mini"),
+        ("claude-sonnet-4-5", "acme-billing-ft"),
         {"get_invoice": ToolProfile(0.08, 0.01, 0.0), "charge_card": ToolProfile(0.5, 0.05, 0.05)},
         2, 0.2),
 }  # fmt: skip
@@ -171,21 +225,47 @@ class ProviderError(Exception):
         self.code = code
 
 
-def chat(base_url: str, model: str, messages: list[dict], timeout: float = 30.0) -> dict:
-    """POST a chat completion over real HTTP; raise ProviderError on an error response."""
-    body = json.dumps({"model": model, "messages": messages}).encode()
+def chat(base_url: str, model: str, messages: list[dict], timeout: float = 30.0, *, on_first_chunk=None) -> dict:
+    """POST a chat completion over real HTTP; raise ProviderError on an error response.
+
+    With ``on_first_chunk``, the answer is streamed (server-sent events, usage in the last
+    chunk): it is called when the first chunk arrives, and the chunks are put back together.
+    """
+    payload = {"model": model, "messages": messages}
+    if on_first_chunk is not None:
+        payload.update(stream=True, stream_options={"include_usage": True})
     request = urllib.request.Request(
-        f"{base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        f"{base_url}/chat/completions", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            if on_first_chunk is None:
+                return json.loads(response.read())
+            return _read_stream(response, on_first_chunk)
     except urllib.error.HTTPError as exc:
         try:
             error = json.loads(exc.read()).get("error", {})
         except ValueError:
             error = {}
         raise ProviderError(exc.code, str(error.get("code") or error.get("type") or exc.code)) from None
+
+
+def _read_stream(response, on_first_chunk) -> dict:
+    content, usage, finish, model = [], None, "stop", None
+    for raw in response:
+        line = raw.decode().strip()
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if model is None:
+            on_first_chunk()
+        model = event.get("model", model)
+        usage = event.get("usage") or usage
+        for choice in event.get("choices", []):
+            content.append(choice.get("delta", {}).get("content") or "")
+            finish = choice.get("finish_reason") or finish
+    return {"model": model, "usage": usage,
+            "choices": [{"finish_reason": finish, "message": {"content": "".join(content)}}]}  # fmt: skip
 
 
 @dataclass
@@ -226,6 +306,7 @@ class Workload:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._conversations: dict[str, tuple[str, int]] = {}  # id -> (agent, turns)
+        self._busy: set[str] = set()  # conversations in a turn now
 
     def _roll(self) -> float:
         with self._lock:
@@ -236,28 +317,35 @@ class Workload:
             return self._rng.choice(list(options))
 
     def run_once(self, agent: str | None = None) -> str:
-        """One agent run; returns its status."""
+        """One agent run (a turn of a conversation); returns its status."""
         agent = agent or self._pick(AGENTS)
         profile = AGENTS[agent]
         conversation = self._conversation(agent)
         status = "success"
         try:
-            with self.meter.agent_run(agent, conversation_id=conversation):
-                self._steps(agent, profile)
+            with self.meter.agent_run(agent, conversation_id=conversation) as run:
+                question = f"help me with my {agent} question " * 5
+                run.record_input(question)
+                answer = self._steps(agent, profile, question, run)
+                run.record_output(answer)
+                self._maybe_end_conversation(conversation, profile, run)
         except TimeoutError:
             status = "timeout"
         except Exception:
             status = "error"
+        finally:
+            with self._lock:
+                self._busy.discard(conversation)
         self.tally.add(**{status: 1})
-        self._maybe_end_conversation(conversation, profile)
         return status
 
-    def _steps(self, agent: str, profile: AgentProfile) -> None:
-        messages = [{"role": "user", "content": f"help me with my {agent} question " * 5}]
+    def _steps(self, agent: str, profile: AgentProfile, question: str, run) -> str:
+        messages = [{"role": "user", "content": question}]
         steps = 1 + int(self._roll() * profile.max_steps)
+        answer = ""
         for step in range(steps):
             model = profile.models[0] if self._roll() < 0.75 else profile.models[-1]
-            self._model(model, messages)
+            answer = self._model(model, messages, stream=agent == "research")
             if step < steps - 1:
                 tool = self._pick(profile.tools)
                 try:
@@ -265,13 +353,18 @@ class Workload:
                 except TimeoutError:
                     if self._roll() < 0.5:  # half the time the agent gives up
                         raise
-                messages.append({"role": "tool", "content": f"result of {tool} " * 20})
+                result = f"result of {tool} " * 20
+                run.add_context(result)
+                messages.append({"role": "tool", "content": result})
+        return answer
 
-    def _model(self, model: str, messages: list[dict]) -> None:
-        with self.meter.model_call(model, provider="openai") as call:
+    def _model(self, model: str, messages: list[dict], stream: bool = False) -> str:
+        provider = "acme" if model.startswith("acme-") else "openai"
+        with self.meter.model_call(model, provider=provider, stream=stream) as call:
             self.tally.add(model_calls=1)
             try:
-                response = chat(self.base_url, model, messages)
+                response = chat(self.base_url, model, messages,
+                                on_first_chunk=call.record_first_chunk if stream else None)  # fmt: skip
             except ProviderError as exc:
                 call.fail(exc.code)
                 raise
@@ -286,6 +379,7 @@ class Workload:
                 model=response["model"], finish_reasons=[c["finish_reason"] for c in response["choices"]]
             )
             self.tally.add(tokens=usage["prompt_tokens"] + usage["completion_tokens"])
+            return response["choices"][0]["message"]["content"]
 
     def _tool(self, tool: str, profile: ToolProfile) -> None:
         with self.meter.tool_call(tool, tool_type="function"):
@@ -299,15 +393,19 @@ class Workload:
                 raise RuntimeError(f"{tool} failed")
 
     def _conversation(self, agent: str) -> str:
+        """An open conversation of ``agent`` not in a turn now (turns are sequential), or a new one."""
         with self._lock:
             for cid, (owner, _turns) in self._conversations.items():
-                if owner == agent and self._rng.random() < 0.6:
-                    return cid
-            cid = uuid.uuid4().hex
-            self._conversations[cid] = (agent, 0)
+                if owner == agent and cid not in self._busy and self._rng.random() < 0.6:
+                    break
+            else:
+                cid = uuid.uuid4().hex
+                self._conversations[cid] = (agent, 0)
+            self._busy.add(cid)
             return cid
 
-    def _maybe_end_conversation(self, cid: str, profile: AgentProfile) -> None:
+    def _maybe_end_conversation(self, cid: str, profile: AgentProfile, run) -> None:
+        """This turn may be the conversation's last (handed to a human, sometimes)."""
         with self._lock:
             agent, turns = self._conversations[cid]
             turns += 1
@@ -317,7 +415,7 @@ class Workload:
             else:
                 self._conversations[cid] = (agent, turns)
                 return
-        self.meter.record_conversation(agent, turns=turns, escalated=escalated)
+        run.end_conversation(escalated=escalated)
 
 
 def run_demo(
@@ -336,13 +434,19 @@ def run_demo(
     """
     import spanmeter
 
-    meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port)
     llm = FakeLLMServer().start()
+    judge = spanmeter.LLMJudge(base_url=llm.base_url, model="gpt-4o-mini", timeout=10.0)
+    try:
+        meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port,
+                                    evaluator=spanmeter.Evaluator(judge, sample_rate=0.3))  # fmt: skip
+    except Exception:
+        llm.stop()
+        raise
     workload = Workload(meter, llm.base_url)
     mhost, mport = meter.address
     out("spanmeter demo")
     out(f"  metrics : {meter.metrics_url}")
-    out(f"  fake LLM: {llm.base_url} (OpenAI chat completions)")
+    out(f"  fake LLM: {llm.base_url} (OpenAI chat completions; also the LLM judge of 30% of runs)")
     prom = _start_prometheus(f"{mhost}:{mport}", out) if prometheus else None
     if prom is None:
         out("  scrape it from Prometheus with:")

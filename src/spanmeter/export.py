@@ -11,6 +11,14 @@ from __future__ import annotations
 import logging
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -46,13 +54,26 @@ def merge(metrics_data: MetricsData | None, metrics: list, resource: Resource) -
     return MetricsData(resource_metrics=[merged, *rest])
 
 
+#: Points per metric the SDK keeps for its own instruments (``spanmeter_info`` and the
+#: application's); further attribute sets land in one ``otel.metric.overflow="true"`` point.
+#: spanmeter's own metrics are bounded by label instead (see ``aggregate.DEFAULT_LABEL_LIMITS``).
+SDK_CARDINALITY_LIMIT = 2000
+
+
+def sdk_cardinality_limits(limit: int = SDK_CARDINALITY_LIMIT) -> dict:
+    """The same limit for every public instrument class, for a reader's ``cardinality_limits``."""
+    return {cls: limit for cls in (Counter, UpDownCounter, Histogram, ObservableCounter,
+                                   ObservableUpDownCounter, ObservableGauge)}  # fmt: skip
+
+
 class ProducingReader:
     """Mixin for a ``MetricReader`` subclass: adds the metrics of ``state`` to each collection."""
 
-    def __init__(self, *args, state: State, resource: Resource | None = None, **kwargs):
+    def __init__(self, *args, state: State, resource: Resource | None = None,
+                 cardinality_limit: int = SDK_CARDINALITY_LIMIT, **kwargs):  # fmt: skip
         self._spanmeter_state = state
         self._spanmeter_resource = resource or Resource.get_empty()
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, cardinality_limits=sdk_cardinality_limits(cardinality_limit), **kwargs)
 
     def _receive_metrics(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> None:
         try:
@@ -73,8 +94,9 @@ class PrometheusReader(ProducingReader, PrometheusMetricReader):
     catalogue's labels.
     """
 
-    def __init__(self, *, state: State, resource: Resource | None = None, registry=None, scope_labels: bool = False):
+    def __init__(self, *, state: State, resource: Resource | None = None, registry=None, scope_labels: bool = False,
+                 cardinality_limit: int = SDK_CARDINALITY_LIMIT):  # fmt: skip
         kwargs = {"scope_info_enabled": scope_labels}
         if registry is not None:
             kwargs["registry"] = registry
-        super().__init__(state=state, resource=resource, **kwargs)
+        super().__init__(state=state, resource=resource, cardinality_limit=cardinality_limit, **kwargs)

@@ -42,7 +42,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from spanmeter.export import ProducingReader
+from spanmeter.export import SDK_CARDINALITY_LIMIT, ProducingReader
 
 _log = logging.getLogger("spanmeter")
 
@@ -204,10 +204,12 @@ class OtlpMetricReader(ProducingReader, PeriodicExportingMetricReader):
     configure (the exporter's connection and the resource belong to the parent).
     """
 
-    def __init__(self, exporter, *, state, resource: Resource, interval_seconds: float):
+    def __init__(self, exporter, *, state, resource: Resource, interval_seconds: float,
+                 cardinality_limit: int = SDK_CARDINALITY_LIMIT):  # fmt: skip
         self._fork = _ForkGuard()
         self._warned = False
-        super().__init__(exporter, export_interval_millis=interval_seconds * 1000.0, state=state, resource=resource)
+        super().__init__(exporter, export_interval_millis=interval_seconds * 1000.0, state=state, resource=resource,
+                         cardinality_limit=cardinality_limit)  # fmt: skip
 
     def _receive_metrics(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> None:
         if self._fork.inherited:
@@ -256,10 +258,11 @@ def _span_exporter(settings: OtlpSettings):
 class Push:
     """The OTLP parts of one spanmeter: a metric reader and, optionally, a span processor."""
 
-    def __init__(self, settings: OtlpSettings, *, state, resource: Resource):
+    def __init__(self, settings: OtlpSettings, *, state, resource: Resource, cardinality_limit: int = SDK_CARDINALITY_LIMIT):
         self.settings = settings
         self.reader = OtlpMetricReader(
-            _metric_exporter(settings), state=state, resource=resource, interval_seconds=settings.interval_seconds
+            _metric_exporter(settings), state=state, resource=resource, interval_seconds=settings.interval_seconds,
+            cardinality_limit=cardinality_limit,
         )
         self.span_processor = SpanExportProcessor(_span_exporter(settings)) if settings.spans else None
 

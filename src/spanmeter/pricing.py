@@ -36,9 +36,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
@@ -391,6 +393,8 @@ class Pricer:
         from ``update_url`` or its default GitHub URL); nothing is fetched otherwise.
         """
         pricer = cls(overrides=load_overrides(prices), catalogue=catalogue)
+        ref = weakref.ref(pricer)  # a forked child must not inherit the lock held by a parent thread
+        os.register_at_fork(after_in_child=lambda: (p := ref()) is not None and setattr(p, "_lock", threading.Lock()))
         if catalogue:
             pricer._snapshot = _catalogue().get_snapshot()
         if update:
@@ -418,8 +422,6 @@ class Pricer:
             return None
         if end_ns.__class__ is not int or not 0 < end_ns < 2**62:  # no usable end: price as of now
             end_ns = time.time_ns()
-        if self._updater is not None:
-            self._maybe_refresh()
         key = (provider, model, response_model, end_ns // _NS_PER_DAY)
         try:
             rates = self._cache.get(key)
@@ -483,7 +485,14 @@ class Pricer:
             return best([e for e in self.overrides if e.model is None and e.provider == provider])
         return None
 
-    def _maybe_refresh(self) -> None:
+    def refresh_if_due(self) -> None:
+        """Drop cached prices when the catalogue was updated (checked every 10 s at most).
+
+        Called by the processor before it aggregates, never while it holds the state lock
+        (``on_refresh`` takes it).
+        """
+        if self._updater is None:
+            return
         now = time.monotonic()
         if now - self._checked < 10.0:
             return

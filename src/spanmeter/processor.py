@@ -1,14 +1,22 @@
-"""The span processor: remembers ancestry as spans start, aggregates them as they end.
+"""The span processor: remembers ancestry as spans start, aggregates them after they end.
 
-Hot path rules: ``on_start``/``on_end`` never raise into the application (a broad catch,
-counted in ``spanmeter_processor_errors_total`` and logged at most once a minute),
-allocate little, and hold the state lock only for a few additions. ``on_start``
-classifies the span from its start attributes and remembers it by span id when it is
-under an agent run or is itself a GenAI span; ``on_end`` reads the ended span into a
-:class:`spanmeter.conventions.Record`, prices it, and adds it to the
-:class:`spanmeter.aggregate.State`. (Deferring the aggregation to a queue was measured
-and rejected: keeping ended spans alive until a batch runs more than doubled the total
-cost per span, through allocator and garbage-collector pressure.)
+Hot path (the application's thread): ``on_start`` classifies the span from its start
+attributes and, when it is under an agent run or is itself a GenAI span, remembers it by
+span id (a dictionary insert); ``on_end`` forgets it and, for a GenAI span, queues its
+frozen attribute dictionary with a few numbers (a deque append). Nothing else runs there.
+A background thread aggregates the queue every second (sooner when
+:data:`WAKE_AT` spans wait), and every collection (scrape or export) aggregates what is
+queued first, so metrics are exact at each collection; should the thread fall
+:data:`BACKLOG_LIMIT` spans behind, the ending threads aggregate too. Whole ended spans
+are never queued: keeping them alive until a batch ran was measured to double the total
+cost, through the allocator and the garbage collector. Neither method ever raises into the
+application: a broad catch counts the error in ``spanmeter_processor_errors_total`` and
+logs it at most once a minute. After ``os.fork()`` the child starts with an empty queue
+and its own thread.
+
+Aggregation (:meth:`SpanmeterProcessor.drain`, one thread at a time) reads each queued span
+into a record (:func:`spanmeter.conventions.read`), prices inference spans, and adds them to
+the :class:`spanmeter.aggregate.State` under its lock, a batch at a time.
 
 Ancestry: a model or tool span without ``gen_ai.agent.name`` is attributed to its nearest
 agent-run ancestor in this process (through any depth of other spans), and the run counts
@@ -36,23 +44,33 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from spanmeter import conventions as c
-from spanmeter.aggregate import State
+from spanmeter.aggregate import OTHER, State
 from spanmeter.conversations import ENDED_BY_APP
 from spanmeter.pricing import FEMTO, UNPRICED
 
 _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
 _ERROR = StatusCode.ERROR
+_OPERATION_NAME = c.OPERATION_NAME
+_OPERATION_KINDS = c.OPERATION_KINDS
+_AGENT, _INFERENCE = c.KIND_AGENT, c.KIND_INFERENCE
+#: Ended spans waiting for aggregation that wake the aggregating thread early.
+WAKE_AT = 1024
+#: Ended spans waiting beyond which the thread ending a span aggregates them itself.
+BACKLOG_LIMIT = 100_000
+_DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
+_BATCH = 512  # spans aggregated per hold of the state lock
 _SEEN_RESPONSES = 10_000  # (trace id, response id) pairs remembered for de-duplication
 
 
@@ -108,15 +126,21 @@ class SpanmeterProcessor(SpanProcessor):
         self._stopped = False
         self._last_log = -math.inf
         self._reset()
+        self.state.drainers.append(self.drain)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (p := ref()) is not None and p._reset())
 
     def _reset(self) -> None:
         # span id -> (run, id of the innermost open inference span, id of the one enclosing it)
         self._open: dict[int, tuple] = {}
+        # Ended GenAI spans waiting for aggregation, in end order (deque appends are atomic).
+        self._pending: deque = deque()
+        self._drain_lock = threading.Lock()  # one aggregator at a time; it alone uses what follows
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None  # started with the first span (again after fork)
         # outer inference span id -> [inner calls counted, token types they reported (bits), without usage]
         self._wrappers: dict[int, list] = {}
-        self._seen: OrderedDict = OrderedDict()  # response id -> (start, end), under the state lock
+        self._seen: OrderedDict = OrderedDict()  # response id -> (start, end)
 
     # --- SpanProcessor -----------------------------------------------------------------
     def on_start(self, span: Span, parent_context=None) -> None:
@@ -124,7 +148,8 @@ class SpanmeterProcessor(SpanProcessor):
             return
         try:
             attrs = _attributes(span)
-            kind = c.kind_of(attrs, span.name)
+            op = attrs.get(_OPERATION_NAME)  # the GenAI conventions, inline: the common case
+            kind = _OPERATION_KINDS.get(op) if op.__class__ is str else c.kind_of(attrs, span.name)
             parent = span.parent
             ctx = None
             if parent is not None:
@@ -134,14 +159,18 @@ class SpanmeterProcessor(SpanProcessor):
             if kind is None:
                 if ctx is None:
                     return
-            elif kind == c.KIND_INFERENCE:
-                ctx = (ctx[0], span.context.span_id, ctx[1]) if ctx is not None else (None, span.context.span_id, None)
-            elif kind == c.KIND_AGENT:
+                span_id = span.context.span_id
+            elif kind == _INFERENCE:
+                span_id = span.context.span_id
+                ctx = (ctx[0], span_id, ctx[1]) if ctx is not None else (None, span_id, None)
+            elif kind == _AGENT:
+                span_id = span.context.span_id
                 ctx = (_Run(span, attrs.get(c.AGENT_NAME)), None, None)
             else:
+                span_id = span.context.span_id
                 ctx = (ctx[0] if ctx is not None else None, None, None)
             opened = self._open
-            opened[span.context.span_id] = ctx
+            opened[span_id] = ctx
             if len(opened) > self._max_open:
                 self._evict()
         except Exception:  # deliberate: instrumentation must never break the app
@@ -172,40 +201,122 @@ class SpanmeterProcessor(SpanProcessor):
         if self._stopped:
             return
         try:
-            ctx = self._open.pop(span.context.span_id, None) if self._open else None
+            context = span.context
+            ctx = self._open.pop(context.span_id, None) if self._open else None
             attrs = _attributes(span)
-            kind = c.kind_of(attrs, span.name)
+            op = attrs.get(_OPERATION_NAME)
+            if op.__class__ is str:  # the GenAI conventions, inline: the common case
+                kind = _OPERATION_KINDS.get(op)
+                name = None
+            else:
+                name = span.name
+                kind = c.kind_of(attrs, name)
             if kind is None:
                 return
-            record = c.read(attrs, kind, span.status.status_code is _ERROR, span.name)
-            if record[8] == c.ERROR_OTHER:  # failed without error.type: its exception event may say
-                named = c.exception_type(span.events)
-                if named is not None:
-                    record = (*record[:8], named, *record[9:])
-            if kind == c.KIND_INFERENCE:
-                self._inference(span, attrs, record, ctx)
-            elif kind == c.KIND_TOOL:
-                self._tool(span, record, ctx)
-            else:
-                self._agent(span, record, ctx)
+            failed = span.status.status_code is _ERROR
+            exc = c.exception_type(span.events) if failed and attrs.get(c.ERROR_TYPE) is None else None
+            # Only the frozen attribute dict and a few numbers wait, not the span: keeping
+            # whole spans alive was measured to double the cost through the allocator and GC.
+            content_span = span if kind == _AGENT and self._reads_content() else None
+            pending = self._pending
+            pending.append((attrs, kind, name, failed, exc, span.start_time, span.end_time, context.trace_id,
+                            ctx, content_span))  # fmt: skip
+            if self._thread is None:
+                self._start_thread()
+            backlog = len(pending)
+            if backlog % WAKE_AT == 0:
+                self._wake.set()
+                if backlog >= BACKLOG_LIMIT:  # the aggregating thread cannot keep up: help it
+                    self.drain()
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
+
+    def _reads_content(self) -> bool:
+        return self.evaluator is not None and self.evaluator.read_span_content
+
+    def _start_thread(self) -> None:
+        with self._drain_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._aggregate_forever, name="spanmeter-aggregator", daemon=True)
+            self._thread.start()
+
+    def _aggregate_forever(self) -> None:
+        while not self._stopped:
+            self._wake.wait(_DRAIN_INTERVAL)
+            self._wake.clear()
+            self.drain()
 
     @property
     def open_spans(self) -> int:
         """Started spans remembered for ancestry (bounded by ``max_open_spans``)."""
         return len(self._open)
 
+    @property
+    def pending_spans(self) -> int:
+        """Ended GenAI spans not aggregated yet."""
+        return len(self._pending)
+
     def shutdown(self) -> None:
+        self.drain()
         self._stopped = True
+        self._wake.set()
         self._open = {}
         self._wrappers = {}
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True  # nothing is buffered: spans are aggregated as they end
+        self.drain()
+        return True
+
+    # --- aggregation -------------------------------------------------------------------
+    def drain(self) -> None:
+        """Aggregate the ended spans waiting; every collection calls this first."""
+        with self._drain_lock:
+            try:
+                if self.pricer is not None:
+                    self.pricer.refresh_if_due()
+                pending = self._pending
+                popleft = pending.popleft
+                state = self.state
+                while pending:
+                    offers = []
+                    with state.lock:
+                        for _ in range(_BATCH):
+                            try:
+                                item = popleft()
+                            except IndexError:
+                                break
+                            try:
+                                offer = self._aggregate(item)
+                            except Exception:  # deliberate: one bad span must not cost the others
+                                self._fault_locked()
+                                continue
+                            if offer is not None:
+                                offers.append(offer)
+                    for offer in offers:  # outside the lock: a full queue records a drop
+                        self.evaluator.offer(*offer)
+            except Exception:  # deliberate
+                self._fault()
+
+    def _aggregate(self, item):
+        """Add one ended span to the state (the state lock is held); an evaluator offer or None."""
+        attrs, kind, name, failed, exc, start, end, trace_id, ctx, content_span = item
+        record = c.read(attrs, kind, failed, name)
+        if exc is not None and record[8] == c.ERROR_OTHER:  # its exception event names the error
+            record = (*record[:8], exc, *record[9:])
+        if kind == c.KIND_INFERENCE:
+            self._inference(attrs, record, start, end, ctx)
+            return None
+        if kind == c.KIND_TOOL:
+            self._tool(record, start, end, ctx)
+            return None
+        agent = self._agent(attrs, record, start, end, ctx)
+        if content_span is not None:
+            return self._span_content(content_span, agent, trace_id)
+        return None
 
     # --- one method per kind of span ---------------------------------------------------
-    def _inference(self, span, attrs, record, ctx) -> None:
+    def _inference(self, attrs, record, start, end, ctx) -> None:
         (_, op, agent, model, response_model, provider, _, _, error_type, _, response_id,
          i, o, cr, cw, rs, drops, ttfc) = record  # fmt: skip
         run = None
@@ -215,8 +326,8 @@ class SpanmeterProcessor(SpanProcessor):
             run, _, outer = ctx
             if agent is None and run is not None:
                 agent = run.agent if run.agent is not None else run.agent_name()
-            if self._wrappers:
-                wrapper = self._wrappers.pop(span.context.span_id, None)
+            if self._wrappers and ctx[1] is not None:
+                wrapper = self._wrappers.pop(ctx[1], None)
         has_usage = i is not None or o is not None
         price_it = wrapper is None or has_usage
         if wrapper is not None and wrapper[1] & 3:
@@ -229,17 +340,12 @@ class SpanmeterProcessor(SpanProcessor):
             cw = None if mask & 8 else cw
             rs = None if mask & 16 else rs
             has_usage = price_it = False
-        start, end = span.start_time, span.end_time
         duration_ok = start.__class__ is int and end.__class__ is int and end >= start
         if duration_ok:
             duration = (end - start) / 1e9
         else:
-            duration, drop = _duration(span)
+            duration, drop = _duration(start, end)
             drops = (drops or []) + [drop]
-        priced = None
-        if self._price is not None and price_it:
-            priced = self._price(provider, model, response_model, (i, o, cr, cw, rs), end, attrs)
-
         state = self.state
         table = state.model
         key = (agent, model, provider, op, response_model, error_type)
@@ -247,102 +353,109 @@ class SpanmeterProcessor(SpanProcessor):
             series = table.by_raw.get(key)
         except TypeError:  # an unhashable attribute value
             series = None
-        with state.lock:
-            if wrapper is None and response_id.__class__ is str and response_id and duration_ok:
-                seen_key = response_id  # provider ids are unique; two traces may share a call
-                seen = self._seen
-                other = seen.get(seen_key)
-                if other is not None and other[0] <= end and start <= other[1]:
-                    return  # another instrumentation's span of the same call counted it
-                # (the same id on calls that do not overlap in time: a server reusing ids)
-                seen[seen_key] = (start, end)
-                if len(seen) > _SEEN_RESPONSES:
-                    seen.popitem(last=False)
-            if series is None:
-                series = state.series_locked(table, key)
-            if wrapper is None:  # a call (the innermost span of it)
-                series.count += 1
-                if duration is not None:
-                    h = series.duration
-                    h.counts[bisect_left(h.bounds, duration)] += 1
-                    h.total += duration
-                    if duration < h.min:
-                        h.min = duration
-                    if duration > h.max:
-                        h.max = duration
-                if ttfc is not None:
-                    _observe(series.time_to_first_chunk, ttfc)
+        if wrapper is None and response_id.__class__ is str and response_id and duration_ok:
+            seen_key = response_id  # provider ids are unique; two traces may share a call
+            seen = self._seen
+            other = seen.get(seen_key)
+            if other is not None and other[0] <= end and start <= other[1]:
+                return  # another instrumentation's span of the same call counted it
+            # (the same id on calls that do not overlap in time: a server reusing ids)
+            seen[seen_key] = (start, end)
+            if len(seen) > _SEEN_RESPONSES:
+                seen.popitem(last=False)
+        if series is None:
+            series = state.series_locked(table, key)
+        priced = None
+        if self._price is not None and price_it:
+            dims = series.dims
+            if dims[1] == OTHER:  # past the model label's limit: no catalogue lookup per new name
+                priced = UNPRICED if has_usage else None
+            else:
+                priced = self._price(provider, model, response_model if dims[4] != OTHER else None,
+                                     (i, o, cr, cw, rs), end, attrs)  # fmt: skip
+        if wrapper is None:  # a call (the innermost span of it)
+            series.count += 1
+            if duration is not None:
+                h = series.duration
+                h.counts[bisect_left(h.bounds, duration)] += 1
+                h.total += duration
+                if duration < h.min:
+                    h.min = duration
+                if duration > h.max:
+                    h.max = duration
+            if ttfc is not None:
+                _observe(series.time_to_first_chunk, ttfc)
+            if run is not None:
+                run.inference_calls += 1
+            state.spans_inference.count += 1
+            if outer is not None:
+                nested = self._wrappers.get(outer)
+                if nested is None:
+                    nested = self._wrappers[outer] = [0, 0, 0]  # calls, token types seen, without usage
+                nested[0] += 1
+                nested[1] |= ((i is not None) | (o is not None) << 1 | (cr is not None) << 2
+                              | (cw is not None) << 3 | (rs is not None) << 4)  # fmt: skip
+                if not has_usage:
+                    nested[2] += 1
+            elif not has_usage:
+                state.count_locked("no_usage", (series.dims[1],))
+        elif not has_usage and not wrapper[1] & 3 and wrapper[2]:
+            state.count_locked("no_usage", (series.dims[1],), wrapper[2])
+        if has_usage or cr is not None or cw is not None:
+            counts = series.tokens
+            if i is not None:
+                counts[0] += i
+                h = series.token_input
+                h.counts[bisect_left(h.bounds, i)] += 1
+                h.total += i
+                if i < h.min:
+                    h.min = i
+                if i > h.max:
+                    h.max = i
+            if o is not None:
+                counts[1] += o
+                h = series.token_output
+                h.counts[bisect_left(h.bounds, o)] += 1
+                h.total += o
+                if o < h.min:
+                    h.min = o
+                if o > h.max:
+                    h.max = o
+            if cr is not None:
+                counts[2] += cr
+            if cw is not None:
+                counts[3] += cw
+            if rs is not None:
+                counts[4] += rs
+            if run is not None:
+                run.tokens += (i or 0) + (o or 0)
+        if priced is not None:
+            if priced is UNPRICED:
+                series.unpriced_calls += 1
+                unpriced = series.unpriced_tokens
+                for n, value in enumerate((i, o, cr, cw, rs)):
+                    if value is not None:
+                        unpriced[n] += value
+            else:
+                femto, source = priced
+                series.cost += femto
+                series.priced = True
+                state.priced_by[source].count += 1
                 if run is not None:
-                    run.inference_calls += 1
-                state.spans_inference.count += 1
-                if outer is not None:
-                    nested = self._wrappers.get(outer)
-                    if nested is None:
-                        nested = self._wrappers[outer] = [0, 0, 0]  # calls, token types seen, without usage
-                    nested[0] += 1
-                    nested[1] |= ((i is not None) | (o is not None) << 1 | (cr is not None) << 2
-                                  | (cw is not None) << 3 | (rs is not None) << 4)  # fmt: skip
-                    if not has_usage:
-                        nested[2] += 1
-                elif not has_usage:
-                    state.count_locked("no_usage", (series.dims[1],))
-            elif not has_usage and not wrapper[1] & 3 and wrapper[2]:
-                state.count_locked("no_usage", (series.dims[1],), wrapper[2])
-            if has_usage or cr is not None or cw is not None:
-                counts = series.tokens
-                if i is not None:
-                    counts[0] += i
-                    h = series.token_input
-                    h.counts[bisect_left(h.bounds, i)] += 1
-                    h.total += i
-                    if i < h.min:
-                        h.min = i
-                    if i > h.max:
-                        h.max = i
-                if o is not None:
-                    counts[1] += o
-                    h = series.token_output
-                    h.counts[bisect_left(h.bounds, o)] += 1
-                    h.total += o
-                    if o < h.min:
-                        h.min = o
-                    if o > h.max:
-                        h.max = o
-                if cr is not None:
-                    counts[2] += cr
-                if cw is not None:
-                    counts[3] += cw
-                if rs is not None:
-                    counts[4] += rs
-                if run is not None:
-                    run.tokens += (i or 0) + (o or 0)
-            if priced is not None:
-                if priced is UNPRICED:
-                    series.unpriced_calls += 1
-                    unpriced = series.unpriced_tokens
-                    for n, value in enumerate((i, o, cr, cw, rs)):
-                        if value is not None:
-                            unpriced[n] += value
-                else:
-                    femto, source = priced
-                    series.cost += femto
-                    series.priced = True
-                    state.priced_by[source].count += 1
-                    if run is not None:
-                        run.cost = femto if run.cost is None else run.cost + femto
-            if drops:
-                for field_reason in drops:
-                    state.count_locked("drops", field_reason)
-            if len(self._wrappers) > self._max_open:  # outer spans that never ended
-                self._wrappers.clear()
+                    run.cost = femto if run.cost is None else run.cost + femto
+        if drops:
+            for field_reason in drops:
+                state.count_locked("drops", field_reason)
+        if len(self._wrappers) > self._max_open:  # outer spans that never ended
+            self._wrappers.clear()
 
-    def _tool(self, span, record, ctx) -> None:
+    def _tool(self, record, start, end, ctx) -> None:
         agent, tool, tool_type, error_type, drops = record[2], record[6], record[7], record[8], record[16]
         run = ctx[0] if ctx is not None else None
         if agent is None and run is not None:
             agent = run.agent_name()
         status = c.STATUS_SUCCESS if error_type is None else c.status_of(error_type)
-        duration, drop = _duration(span)
+        duration, drop = _duration(start, end)
         state = self.state
         table = state.tool
         key = (agent, tool, tool_type, status, error_type)
@@ -350,25 +463,25 @@ class SpanmeterProcessor(SpanProcessor):
             series = table.by_raw.get(key)
         except TypeError:
             series = None
-        with state.lock:
-            if series is None:
-                series = state.series_locked(table, key)
-            series.count += 1
-            if duration is not None:
-                _observe(series.duration, duration)
-            if run is not None:
-                run.tool_calls += 1
-            state.spans_tool.count += 1
-            for field_reason in (drops or ()) + ((drop,) if drop else ()):
-                state.count_locked("drops", field_reason)
+        if series is None:
+            series = state.series_locked(table, key)
+        series.count += 1
+        if duration is not None:
+            _observe(series.duration, duration)
+        if run is not None:
+            run.tool_calls += 1
+        state.spans_tool.count += 1
+        for field_reason in (drops or ()) + ((drop,) if drop else ()):
+            state.count_locked("drops", field_reason)
 
-    def _agent(self, span, record, ctx) -> None:
+    def _agent(self, attrs, record, start, end, ctx):
+        """Aggregates an agent run (the state lock is held); returns its agent name."""
         agent, error_type, conversation, drops = record[2], record[8], record[9], record[16]
         run = ctx[0] if ctx is not None else None
         if agent is None and run is not None:
             agent = run.agent
         status = c.STATUS_SUCCESS if error_type is None else c.status_of(error_type)
-        duration, drop = _duration(span)
+        duration, drop = _duration(start, end)
         state = self.state
         table = state.agent
         key = (agent, status, error_type)
@@ -376,36 +489,30 @@ class SpanmeterProcessor(SpanProcessor):
             series = table.by_raw.get(key)
         except TypeError:
             series = None
-        with state.lock:
-            if series is None:
-                series = state.series_locked(table, key)
-            series.count += 1
-            if duration is not None:
-                _observe(series.duration, duration)
-            if run is not None:  # None when the run started before spanmeter was added
-                _observe(series.inference_calls, run.inference_calls)
-                _observe(series.tool_calls, run.tool_calls)
-                _observe(series.tokens, run.tokens)
-                if run.cost is not None:
-                    _observe(series.cost, run.cost / FEMTO)
-            state.spans_agent.count += 1
-            for field_reason in (drops or ()) + ((drop,) if drop else ()):
-                state.count_locked("drops", field_reason)
-            if conversation.__class__ is str and conversation:
-                now = time.monotonic()
-                state.conversation_turn_locked(conversation, agent, now)
-                attrs = _attributes(span)
-                if attrs.get(c.CONVERSATION_ENDED) is True:
-                    escalated = attrs.get(c.CONVERSATION_ESCALATED) is True
-                    state.end_conversation_locked(conversation, escalated=escalated, agent=agent, now=now)
-        evaluator = self.evaluator
-        if evaluator is not None and evaluator.read_span_content:
-            offer = self._span_content(span, agent)
-            if offer is not None:
-                evaluator.offer(*offer)
+        if series is None:
+            series = state.series_locked(table, key)
+        series.count += 1
+        if duration is not None:
+            _observe(series.duration, duration)
+        if run is not None:  # None when the run started before spanmeter was added
+            _observe(series.inference_calls, run.inference_calls)
+            _observe(series.tool_calls, run.tool_calls)
+            _observe(series.tokens, run.tokens)
+            if run.cost is not None:
+                _observe(series.cost, run.cost / FEMTO)
+        state.spans_agent.count += 1
+        for field_reason in (drops or ()) + ((drop,) if drop else ()):
+            state.count_locked("drops", field_reason)
+        if conversation.__class__ is str and conversation:
+            now = time.monotonic()
+            state.conversation_turn_locked(conversation, agent, now)
+            if attrs.get(c.CONVERSATION_ENDED) is True:
+                escalated = attrs.get(c.CONVERSATION_ESCALATED) is True
+                state.end_conversation_locked(conversation, escalated=escalated, agent=agent, now=now)
+        return agent
 
     @staticmethod
-    def _span_content(span, agent):
+    def _span_content(span, agent, trace_id):
         """Opt-in: judge runs made by other instrumentations from their recorded content."""
         scope = getattr(span, "instrumentation_scope", None)
         if scope is not None and scope.name == "spanmeter":
@@ -415,7 +522,7 @@ class SpanmeterProcessor(SpanProcessor):
         answer = get(c.OUTPUT_MESSAGES) or get(c.OI_OUTPUT_VALUE)
         if question is None and answer is None:
             return None
-        return agent, span.context.trace_id, question, answer
+        return agent, trace_id, question, answer
 
     # --- helpers -----------------------------------------------------------------------
     def _evict(self) -> None:
@@ -481,6 +588,7 @@ class SpanmeterProcessor(SpanProcessor):
         try:
             if not isinstance(conversation_id, str):
                 return False
+            self.drain()  # its last turns may still be waiting
             with self.state.lock:
                 return self.state.end_conversation_locked(
                     conversation_id, escalated=escalated is True, agent=None, now=time.monotonic()
@@ -508,9 +616,8 @@ def _observe(hist, value) -> None:
         hist.max = value
 
 
-def _duration(span):
+def _duration(start, end):
     """(seconds, None), or the value to use and a (field, reason) drop for a bad duration."""
-    start, end = span.start_time, span.end_time
     if start.__class__ is not int or end.__class__ is not int:
         return None, ("duration", "missing_timestamps")
     if end < start:
