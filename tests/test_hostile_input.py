@@ -73,9 +73,7 @@ def test_any_span_is_handled_without_raising_and_the_exposition_parses(batch):
 def test_after_all_that_promtool_accepts_the_exposition_and_nothing_raised():
     text = generate_latest(_registry).decode("utf-8")
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-    # promtool lints naming (e.g. counters and their units) on stderr; errors of format fail it
-    assert check.returncode in (0, 3) or "error" not in check.stderr.lower(), check.stderr
-    assert "error while linting" not in check.stderr, check.stderr
+    assert check.returncode == 0, check.stdout + check.stderr  # parses, and no lint finding either
     assert _registry.get_sample_value("spanmeter_processor_errors_total") == 0
 
 
