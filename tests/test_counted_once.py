@@ -46,6 +46,19 @@ def test_a_retrying_framework_span_counts_each_request_once(meter, scrape):
     assert s.total("spanmeter_inference_without_usage_total") == 0  # the failed one had none, the call had
 
 
+def test_a_token_type_only_the_framework_span_saw_is_added(meter, scrape):
+    tracer = meter.tracer_provider.get_tracer("t")
+    framework = _span(tracer, "chat gpt-4o", {**CHAT, **USAGE, "gen_ai.usage.cache_read.input_tokens": 400,
+                                              "gen_ai.usage.details.reasoning_tokens": 60})  # fmt: skip
+    _span(tracer, "chat gpt-4o", {**CHAT, **USAGE, "gen_ai.usage.cache_read.input_tokens": 400}, framework).end()
+    framework.end()
+    s = scrape()
+    tokens = {t: s.total("agent_token_usage_total", model_id="gpt-4o", token_type=t)
+              for t in ("input", "output", "cache_read", "cache_write", "reasoning")}  # fmt: skip
+    assert tokens == {"input": 1000, "output": 100, "cache_read": 400, "cache_write": 0, "reasoning": 60}
+    assert s.total("model_inference_calls_total", model_id="gpt-4o") == 1
+
+
 def test_tokens_only_on_the_outer_span_are_kept(meter, scrape):
     """A streamed call whose SDK span lost the usage the framework span still has."""
     tracer = meter.tracer_provider.get_tracer("t")

@@ -453,11 +453,7 @@ class State:
 
     def record_conversation_locked(self, agent, turns: int, escalated: bool, reason: str) -> None:
         series = self.series_locked(self.tables["conversation"], (agent,))
-        h = series.turns
-        h.counts[bisect_left(h.bounds, turns)] += 1
-        h.total += turns
-        h.min = min(h.min, turns)
-        h.max = max(h.max, turns)
+        series.turns.observe(turns)
         series.conversations += 1
         if escalated:
             series.escalations += 1

@@ -47,7 +47,6 @@ import os
 import threading
 import time
 import weakref
-from bisect import bisect_left
 from collections import OrderedDict, deque
 
 from opentelemetry import trace
@@ -71,7 +70,8 @@ WAKE_AT = 1024
 BACKLOG_LIMIT = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
 _BATCH = 512  # spans aggregated per hold of the state lock
-_SEEN_RESPONSES = 10_000  # (trace id, response id) pairs remembered for de-duplication
+_SEEN_RESPONSES = 10_000
+_NO_TOKENS = (None, None, None, None, None)  # (trace id, response id) pairs remembered for de-duplication
 
 
 def _attributes(span):
@@ -376,15 +376,9 @@ class SpanmeterProcessor(SpanProcessor):
         if wrapper is None:  # a call (the innermost span of it)
             series.count += 1
             if duration is not None:
-                h = series.duration
-                h.counts[bisect_left(h.bounds, duration)] += 1
-                h.total += duration
-                if duration < h.min:
-                    h.min = duration
-                if duration > h.max:
-                    h.max = duration
+                series.duration.observe(duration)
             if ttfc is not None:
-                _observe(series.time_to_first_chunk, ttfc)
+                series.time_to_first_chunk.observe(ttfc)
             if run is not None:
                 run.inference_calls += 1
             state.spans_inference.count += 1
@@ -401,39 +395,23 @@ class SpanmeterProcessor(SpanProcessor):
                 state.count_locked("no_usage", (series.dims[1],))
         elif not has_usage and not wrapper[1] & 3 and wrapper[2]:
             state.count_locked("no_usage", (series.dims[1],), wrapper[2])
-        if has_usage or cr is not None or cw is not None:
+        tokens = (i, o, cr, cw, rs)
+        if tokens != _NO_TOKENS:
             counts = series.tokens
+            for n, value in enumerate(tokens):
+                if value is not None:
+                    counts[n] += value
             if i is not None:
-                counts[0] += i
-                h = series.token_input
-                h.counts[bisect_left(h.bounds, i)] += 1
-                h.total += i
-                if i < h.min:
-                    h.min = i
-                if i > h.max:
-                    h.max = i
+                series.token_input.observe(i)
             if o is not None:
-                counts[1] += o
-                h = series.token_output
-                h.counts[bisect_left(h.bounds, o)] += 1
-                h.total += o
-                if o < h.min:
-                    h.min = o
-                if o > h.max:
-                    h.max = o
-            if cr is not None:
-                counts[2] += cr
-            if cw is not None:
-                counts[3] += cw
-            if rs is not None:
-                counts[4] += rs
+                series.token_output.observe(o)
             if run is not None:
                 run.tokens += (i or 0) + (o or 0)
         if priced is not None:
             if priced is UNPRICED:
                 series.unpriced_calls += 1
                 unpriced = series.unpriced_tokens
-                for n, value in enumerate((i, o, cr, cw, rs)):
+                for n, value in enumerate(tokens):
                     if value is not None:
                         unpriced[n] += value
             else:
@@ -467,7 +445,7 @@ class SpanmeterProcessor(SpanProcessor):
             series = state.series_locked(table, key)
         series.count += 1
         if duration is not None:
-            _observe(series.duration, duration)
+            series.duration.observe(duration)
         if run is not None:
             run.tool_calls += 1
         state.spans_tool.count += 1
@@ -493,13 +471,13 @@ class SpanmeterProcessor(SpanProcessor):
             series = state.series_locked(table, key)
         series.count += 1
         if duration is not None:
-            _observe(series.duration, duration)
+            series.duration.observe(duration)
         if run is not None:  # None when the run started before spanmeter was added
-            _observe(series.inference_calls, run.inference_calls)
-            _observe(series.tool_calls, run.tool_calls)
-            _observe(series.tokens, run.tokens)
+            series.inference_calls.observe(run.inference_calls)
+            series.tool_calls.observe(run.tool_calls)
+            series.tokens.observe(run.tokens)
             if run.cost is not None:
-                _observe(series.cost, run.cost / FEMTO)
+                series.cost.observe(run.cost / FEMTO)
         state.spans_agent.count += 1
         for field_reason in (drops or ()) + ((drop,) if drop else ()):
             state.count_locked("drops", field_reason)
@@ -566,7 +544,7 @@ class SpanmeterProcessor(SpanProcessor):
             with state.lock:
                 series = state.series_locked(state.tables["quality"], (agent_name, metric_type))
                 series.window.add(score, time.monotonic())
-                _observe(series.scores, score)
+                series.scores.observe(score)
         except Exception:  # deliberate
             self._fault()
 
@@ -605,15 +583,6 @@ class SpanmeterProcessor(SpanProcessor):
                 self.state.count_locked("evaluations", (label, status))
         except Exception:  # deliberate
             self._fault()
-
-
-def _observe(hist, value) -> None:
-    hist.counts[bisect_left(hist.bounds, value)] += 1
-    hist.total += value
-    if value < hist.min:
-        hist.min = value
-    if value > hist.max:
-        hist.max = value
 
 
 def _duration(start, end):
