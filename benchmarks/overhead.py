@@ -8,7 +8,8 @@
    - the span alone, no processor (the baseline: 1.00x);
    - spanmeter (default: every metric family, pricing on): the application thread's CPU
      (``time.thread_time``: the hot path) and the process's CPU including aggregation by
-     spanmeter's background thread (``time.process_time``);
+     spanmeter's background thread (``time.process_time``); and without pricing, for the
+     cost of pricing alone;
    - a naive processor making one OpenTelemetry instrument call per metric per span;
    - the reference article's hand instrumentation with ``prometheus_client`` for the same
      metric set, without any processor.
@@ -141,12 +142,16 @@ def per_span(spans: int, rounds: int) -> dict[str, dict[str, float]]:
     metered = TracerProvider()
     processor = SpanmeterProcessor(State(), pricer=Pricer.create())
     metered.add_span_processor(processor)
+    unpriced_tp = TracerProvider()
+    unpriced = SpanmeterProcessor(State())
+    unpriced_tp.add_span_processor(unpriced)
     naive = TracerProvider()
     naive.add_span_processor(NaiveProcessor(MeterProvider().get_meter("naive")))
     article = _article_instrumentation()
     variants = {
         "plain": (plain, None, None),
         "spanmeter": (metered, None, processor),
+        "unpriced": (unpriced_tp, None, unpriced),
         "naive": (naive, None, None),
         "article": (plain, article, None),
     }
@@ -249,6 +254,7 @@ def main(argv=None) -> int:
     print(f"   {'what':<55} {'app thread':>10} {'ratio':>7} {'all threads':>12} {'ratio':>7}")
     rows = [("span create + end, no processor (baseline)", "plain"),
             ("spanmeter, default (all metrics, pricing)", "spanmeter"),
+            ("spanmeter without pricing (pricer=None)", "unpriced"),
             ("naive processor: one OTel instrument call per metric", "naive"),
             ("article's prometheus_client instrumentation", "article")]  # fmt: skip
     for label, key in rows:
@@ -258,6 +264,8 @@ def main(argv=None) -> int:
         print(f"   {label:<55} {t:>10.2f} {added_t:>7.3f} {p:>12.2f} {added_p:>7.3f}")
     sm_t = r["thread"]["spanmeter"] - base
     sm_p = r["process"]["spanmeter"] - r["process"]["plain"]
+    pricing = r["process"]["spanmeter"] - r["process"]["unpriced"]
+    print(f"   pricing's share (all threads): {pricing:.2f} us = {pricing / r['process']['plain']:.3f}x the span")
     print(f"   spanmeter's hot path vs naive: {sm_t / (r['thread']['naive'] - base):.2f}x; "
           f"vs article: {sm_t / (r['thread']['article'] - base):.2f}x (lower is cheaper)")
 
