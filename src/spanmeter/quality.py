@@ -297,10 +297,8 @@ class LLMJudge:
             raise ConfigurationError(f"LLMJudge timeout must be > 0 seconds, got {self.timeout!r}")
         if not (isinstance(self.retries, int) and self.retries >= 0):
             raise ConfigurationError(f"LLMJudge retries must be an int >= 0, got {self.retries!r}")
-        try:
-            import httpx
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ConfigurationError("LLMJudge needs httpx: pip install 'spanmeter[judge]'") from None
+        import httpx
+
         self._client = httpx.Client(timeout=self.timeout)
         self._httpx = httpx
 
