@@ -168,11 +168,6 @@ RECORD_FIELDS = (
 _TOKEN_FIELDS = tuple(f"{t}_tokens" for t in TOKEN_TYPES)
 
 
-def as_dict(record: tuple) -> dict:
-    """A record as a dictionary of :data:`RECORD_FIELDS` (for tests and debugging)."""
-    return dict(zip(RECORD_FIELDS, record))
-
-
 def coerce_tokens(tokens: tuple) -> tuple[tuple, list]:
     """Token counts made usable by :func:`coerce_count`, and the (field, reason) drops."""
     out, drops = [], []
@@ -183,6 +178,21 @@ def coerce_tokens(tokens: tuple) -> tuple[tuple, list]:
                 drops.append((field, reason))
         out.append(value)
     return tuple(out), drops
+
+
+def _usage(tokens: tuple, excludes_cache: bool = False) -> tuple[tuple, list | None]:
+    """Token counts coerced by the rules above, input made to include its cached part, and drops.
+
+    The input is taken to exclude cache reads and writes when the source says so
+    (``excludes_cache``) or when it is smaller than they are.
+    """
+    drops = None
+    if any(t is not None and not (t.__class__ is int and 0 <= t <= MAX_TOKENS) for t in tokens):
+        tokens, drops = coerce_tokens(tokens)
+    i, o, cr, cw, rs = tokens
+    if i is not None and (cr or cw) and (excludes_cache or i < (cr or 0) + (cw or 0)):
+        i += (cr or 0) + (cw or 0)
+    return (i, o, cr, cw, rs), drops
 
 
 def _first(get, *keys):
@@ -232,18 +242,8 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> tuple:
         rs = get(REASONING_TOKENS)
         if rs is None:
             rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS)
-        # Inline check (a loop costs more): every count absent or a plain int in range.
-        if not (
-            (i is None or (i.__class__ is int and 0 <= i <= MAX_TOKENS))
-            and (o is None or (o.__class__ is int and 0 <= o <= MAX_TOKENS))
-            and (cr is None or (cr.__class__ is int and 0 <= cr <= MAX_TOKENS))
-            and (cw is None or (cw.__class__ is int and 0 <= cw <= MAX_TOKENS))
-            and (rs is None or (rs.__class__ is int and 0 <= rs <= MAX_TOKENS))
-        ):
-            (i, o, cr, cw, rs), drops = coerce_tokens((i, o, cr, cw, rs))
         provider = get(PROVIDER_NAME) or get(SYSTEM)
-        if i is not None and (cr or cw) and (i < (cr or 0) + (cw or 0) or _excludes_cache(get, provider)):
-            i += (cr or 0) + (cw or 0)
+        (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs), _excludes_cache(get, provider))
         ttfc = get(TIME_TO_FIRST_CHUNK)
         if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
             drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
@@ -281,13 +281,9 @@ def _read_openinference(get, kind: int, failed: bool, name: str) -> tuple:
     if kind == KIND_INFERENCE:
         response_model = get(OI_RESPONSE_MODEL) or get(OI_MODEL)
         model = get(OI_REQUEST_MODEL) or _invocation_model(get(OI_INVOCATION_PARAMETERS)) or response_model
-        tokens = (get(OI_PROMPT_TOKENS), get(OI_COMPLETION_TOKENS), get(OI_CACHE_READ_TOKENS),
-                  get(OI_CACHE_WRITE_TOKENS), get(OI_REASONING_TOKENS))  # fmt: skip
-        if any(t is not None and not (t.__class__ is int and 0 <= t <= MAX_TOKENS) for t in tokens):
-            tokens, drops = coerce_tokens(tokens)
-        i, o, cr, cw, rs = tokens
-        if i is not None and (cr or cw) and i < (cr or 0) + (cw or 0):
-            i += (cr or 0) + (cw or 0)
+        (i, o, cr, cw, rs), drops = _usage((get(OI_PROMPT_TOKENS), get(OI_COMPLETION_TOKENS),
+                                            get(OI_CACHE_READ_TOKENS), get(OI_CACHE_WRITE_TOKENS),
+                                            get(OI_REASONING_TOKENS)))  # fmt: skip
         op = "embeddings" if get(OI_SPAN_KIND) == "EMBEDDING" else OP_CHAT
         return (
             kind, op, get(OI_AGENT_NAME), model, response_model, get(OI_PROVIDER) or get(OI_SYSTEM), None, None,
@@ -339,8 +335,10 @@ def is_timeout(error_type: str) -> bool:
     return "timeout" in error_type.lower()
 
 
-def status_of(error_type: str) -> str:
-    """Status label of a failed operation: ``timeout`` or ``error``."""
+def status_of(error_type: str | None) -> str:
+    """Status label of an operation from its ``error.type``: success, timeout or error."""
+    if error_type is None:
+        return STATUS_SUCCESS
     return STATUS_TIMEOUT if is_timeout(error_type) else STATUS_ERROR
 
 
@@ -356,7 +354,7 @@ def outcome(error_type, failed: bool) -> tuple[str, str | None]:
         return STATUS_ERROR, ERROR_OTHER
     if error_type.__class__ is not str:
         error_type = str(error_type)
-    return (STATUS_TIMEOUT if is_timeout(error_type) else STATUS_ERROR), error_type
+    return status_of(error_type), error_type
 
 
 def error_type_of(exc: BaseException) -> str:

@@ -181,10 +181,9 @@ class SpanmeterProcessor(SpanProcessor):
         agents and tools get their attributes then); None when it is not one. The SDK
         passes no context when the parent is the current span."""
         parent_span = trace.get_current_span(parent_context)
-        attrs = getattr(parent_span, "_attributes", None)
-        if attrs is None or parent_span.get_span_context().span_id != parent.span_id:
-            return None
-        attrs = getattr(attrs, "_dict", attrs)
+        if not hasattr(parent_span, "_attributes") or parent_span.get_span_context().span_id != parent.span_id:
+            return None  # not an SDK span of this process (a remote or non-recording parent)
+        attrs = _attributes(parent_span)
         kind = c.kind_of(attrs, getattr(parent_span, "name", ""))
         if kind is None:
             return None
@@ -432,7 +431,7 @@ class SpanmeterProcessor(SpanProcessor):
         run = ctx[0] if ctx is not None else None
         if agent is None and run is not None:
             agent = run.agent_name()
-        status = c.STATUS_SUCCESS if error_type is None else c.status_of(error_type)
+        status = c.status_of(error_type)
         duration, drop = _duration(start, end)
         state = self.state
         table = state.tool
@@ -458,7 +457,7 @@ class SpanmeterProcessor(SpanProcessor):
         run = ctx[0] if ctx is not None else None
         if agent is None and run is not None:
             agent = run.agent
-        status = c.STATUS_SUCCESS if error_type is None else c.status_of(error_type)
+        status = c.status_of(error_type)
         duration, drop = _duration(start, end)
         state = self.state
         table = state.agent
