@@ -119,6 +119,7 @@ class SpanmeterProcessor(SpanProcessor):
         self._shed_reported = 0
         self._shed_lock = threading.Lock()  # never taken by aggregation
         self._drain_lock = threading.Lock()  # one aggregator at a time; it alone uses what follows
+        self._thread_lock = threading.Lock()  # starting the thread: never held by aggregation
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None  # started with the first span (again after fork)
         self._reconciler = Reconciler(window=self._window, max_entries=self._max_open)
@@ -208,7 +209,7 @@ class SpanmeterProcessor(SpanProcessor):
         return self.evaluator is not None and self.evaluator.read_span_content
 
     def _start_thread(self) -> None:
-        with self._drain_lock:
+        with self._thread_lock:
             if self._thread is not None:
                 return
             self._thread = threading.Thread(target=self._aggregate_forever, name="spanmeter-aggregator", daemon=True)
@@ -231,7 +232,7 @@ class SpanmeterProcessor(SpanProcessor):
         return len(self._pending) + len(self._reconciler)
 
     def shutdown(self) -> None:
-        self.drain(flush=True)
+        self.drain(flush=True, final=True)
         self._stopped = True
         self._wake.set()
         self._open = {}
@@ -242,7 +243,7 @@ class SpanmeterProcessor(SpanProcessor):
         return True
 
     # --- aggregation -------------------------------------------------------------------
-    def drain(self, flush: bool = False) -> None:
+    def drain(self, flush: bool = False, final: bool = False) -> None:
         """Aggregate the ended spans queued when this began; every collection calls this first."""
         with self._drain_lock:
             try:
@@ -258,7 +259,7 @@ class SpanmeterProcessor(SpanProcessor):
                         reconciler.add(self._entry(item), now)
                     except Exception:  # deliberate: one bad span must not cost the others
                         self._fault()
-                released = reconciler.release(now, flush)
+                released = reconciler.release(now, flush, final)
                 state = self.state
                 shed = self._shed
                 if shed != self._shed_reported:

@@ -270,8 +270,11 @@ class Reconciler:
         return fam is None or other is None or fam == other
 
     # --- release ----------------------------------------------------------------------------
-    def release(self, now: float, flush: bool = False) -> list[Entry]:
-        """The spans whose wait is over (all with ``flush``), decided, in the order they ended."""
+    def release(self, now: float, flush: bool = False, final: bool = False) -> list[Entry]:
+        """The spans whose wait is over (all with ``flush``), decided, in the order they ended.
+
+        ``final`` (at shutdown) also gives up on calls still waiting for their usage."""
+        flush = flush or final
         cutoff = now - self.window
         held = self._held
         out = []
@@ -284,11 +287,12 @@ class Reconciler:
                 self._settle(e, now)
             out.append(e)
         late = self._late
-        while late and (flush or late[0].deadline <= now or len(late) > self.max_entries):
+        while late and (final or late[0].deadline <= now or len(late) > self.max_entries):
             e = late.popleft()
             if not e.completed:
-                e.role = NO_USAGE
-                out.append(e)
+                gone = Entry(e.record, e.node, e.scope, e.trace_id, e.span_id, e.start, e.end, e.attrs)
+                gone.role = NO_USAGE
+                out.append(gone)
         return out
 
     def _unindex(self, e: Entry) -> None:
