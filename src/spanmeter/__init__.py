@@ -11,6 +11,7 @@
 
 from importlib import metadata as _metadata
 
+__version__: str
 try:
     __version__ = _metadata.version("spanmeter")  # one source: the version in pyproject.toml
 except _metadata.PackageNotFoundError:  # run from a checkout that was never installed

@@ -232,7 +232,7 @@ def chat(base_url: str, model: str, messages: list[dict], timeout: float = 30.0,
     With ``on_first_chunk``, the answer is streamed (server-sent events, usage in the last
     chunk): it is called when the first chunk arrives, and the chunks are put back together.
     """
-    payload = {"model": model, "messages": messages}
+    payload: dict[str, object] = {"model": model, "messages": messages}
     if on_first_chunk is not None:
         payload.update(stream=True, stream_options={"include_usage": True})
     request = urllib.request.Request(
@@ -444,6 +444,7 @@ def run_demo(
         llm.stop()
         raise
     workload = Workload(meter, llm.base_url)
+    assert meter.address is not None and meter.metrics_url is not None  # configure() serves by default
     mhost, mport = meter.address
     prom = None
     stop = threading.Event()

@@ -113,7 +113,7 @@ class ProducingReader:
             extra = []
         merged = merge(metrics_data, self._spanmeter_prepare(extra), self._spanmeter_resource)
         if merged is not None:
-            super()._receive_metrics(merged, timeout_millis, **kwargs)
+            super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[misc]  # the mixed-in reader's
 
     def _spanmeter_prepare(self, metrics: list) -> list:
         return metrics
