@@ -30,6 +30,8 @@ prometheus --version 2>&1 | head -1
 step "venv .venv: spanmeter[test,dashboards]"
 VENV=.venv EDITABLE=1 bash scripts/setup.sh test,dashboards
 PY=.venv/bin/python
+# as an activated venv would: tests run the `spanmeter` console script as a user does
+export PATH="$PWD/.venv/bin:$PATH"
 WORKERS="${PYTEST_WORKERS:-auto}"
 # loadfile: a module's tests stay on one worker, so a module-scoped Prometheus starts once
 PYTEST=("$PY" -m pytest -n "$WORKERS" --dist loadfile -p no:cacheprovider)
@@ -58,6 +60,7 @@ subset=(tests/test_compat.py tests/test_processor.py tests/test_config.py tests/
         tests/test_instrumentations.py tests/test_counted_once.py tests/test_adk_live.py)
 present=()
 for f in "${subset[@]}"; do [ -f "$f" ] && present+=("$f"); done
+export PATH="$PWD/.venv-lowest/bin:${PATH#"$PWD/.venv/bin:"}"
 # joining an app's MeterProvider needs opentelemetry-sdk 1.43 (test_compat.py checks the error below it)
 .venv-lowest/bin/python -m pytest -n "$WORKERS" --dist loadfile -p no:cacheprovider "${present[@]}" \
     --deselect tests/test_config.py::test_joins_a_meter_provider_the_app_already_has \
