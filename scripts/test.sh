@@ -54,14 +54,21 @@ VENV=.venv-lowest EDITABLE=1 PIP_CONSTRAINTS=scripts/lowest-constraints.txt bash
     --constraint scripts/lowest-constraints.txt pytest pytest-xdist hypothesis pyyaml cryptography google-adk
 .venv-lowest/bin/python -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in
     ("opentelemetry-sdk", "opentelemetry-exporter-prometheus", "google-adk")), sep=", ")'
-# processor, export (exposition, OTLP), recorded fixtures, configuration, and the live ADK run
+# processor, export (exposition, OTLP push, endpoint), configuration, recorded fixtures, the live ADK run
 subset=(tests/test_compat.py tests/test_processor.py tests/test_config.py tests/test_emit.py tests/test_otlp.py
-        tests/test_hostile_input.py tests/test_conventions.py tests/test_span_fixtures.py
-        tests/test_instrumentations.py tests/test_counted_once.py tests/test_adk_live.py)
+        tests/test_otlp_fork.py tests/test_hostile_input.py tests/test_concurrency.py tests/test_conventions.py
+        tests/test_span_fixtures.py tests/test_instrumentations.py tests/test_counted_once.py tests/test_recording.py
+        tests/test_conversations.py tests/test_quality.py tests/test_endpoint_security.py tests/test_catalog.py
+        tests/test_adk_live.py)
 present=()
 for f in "${subset[@]}"; do [ -f "$f" ] && present+=("$f"); done
 export PATH="$PWD/.venv-lowest/bin:${PATH#"$PWD/.venv/bin:"}"
-# joining an app's MeterProvider needs opentelemetry-sdk 1.43 (test_compat.py checks the error below it)
+# Deselected, known differences of the oldest SDK:
+# - joining an app's MeterProvider needs opentelemetry-sdk 1.43 (test_compat.py checks the error below it);
+# - before 1.44 a TracerProvider inherited through fork keeps the parent's resource, so a worker
+#   configured after the parent was reuses its service.instance.id (spanmeter.otlp.instance_resource
+#   must renew an id it made in another process).
 .venv-lowest/bin/python -m pytest -n "$WORKERS" --dist loadfile -p no:cacheprovider "${present[@]}" \
     --deselect tests/test_config.py::test_joins_a_meter_provider_the_app_already_has \
-    --deselect tests/test_otlp.py::test_joins_the_apps_meter_provider_and_leaves_it_working_after_shutdown
+    --deselect tests/test_otlp.py::test_joins_the_apps_meter_provider_and_leaves_it_working_after_shutdown \
+    --deselect tests/test_otlp_fork.py::test_configured_before_fork_the_inherited_push_stays_quiet_and_workers_reconfigure
