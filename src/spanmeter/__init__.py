@@ -9,7 +9,13 @@
             ...
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+__version__: str
+try:
+    __version__ = _metadata.version("spanmeter")  # one source: the version in pyproject.toml
+except _metadata.PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"
 
 from spanmeter.catalog import METRICS, MetricSpec  # noqa: E402
 from spanmeter.config import (  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,6 +11,25 @@ from pathlib import Path
 
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away (``spanmeter catalog | head``),
+    so the interpreter's last flush does not fail too (the recipe of Python's signal docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests capturing output)
+        pass
+
+
+def _demo_line(line: str) -> None:
+    """Print one demo line; a closed pipe stops the demo as Ctrl-C would."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+        raise KeyboardInterrupt from None
 
 
 def _demo(args) -> int:
@@ -25,10 +45,26 @@ def _demo(args) -> int:
     signal.signal(signal.SIGTERM, _sigterm)  # stop cleanly under a process manager too
     try:
         return run_demo(duration=args.duration, rate=args.rate, host=args.host, port=args.port,
-                        prometheus=args.prometheus, out=lambda line: print(line, flush=True))  # fmt: skip
+                        prometheus=args.prometheus, out=_demo_line)  # fmt: skip
     except ConfigurationError as exc:
         print(f"spanmeter demo: {exc}", file=sys.stderr)
         return 2
+
+
+def _assets(args) -> int:
+    from spanmeter import assets
+
+    try:
+        paths = assets.export(args.directory, overwrite=args.force)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"spanmeter assets export: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    print(f"{len(paths)} files in {args.directory}: import grafana/*.json into Grafana; put prometheus/*.rules.yml "
+          "beside your prometheus.yml (rule_files); `promtool test rules prometheus/alerts.test.yml` tests the alerts",
+          file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _catalog(args) -> int:
@@ -84,7 +120,10 @@ def _prices(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spanmeter import __version__
+
     parser = argparse.ArgumentParser(prog="spanmeter", description="AI agent spans in, Prometheus metrics out.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="serve /metrics from a local workload of agents against a fake LLM server")
     demo.add_argument("--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)")
@@ -94,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--host", default=None,
                       help="metrics address (default: $OTEL_EXPORTER_PROMETHEUS_HOST or 127.0.0.1)")
     demo.add_argument("--prometheus", action="store_true",
-                      help="also start the `prometheus` on PATH on 127.0.0.1 with dashboards/prometheus/ "
-                           "(scrape config and rules) and print its URL")
+                      help="also start the `prometheus` on PATH on 127.0.0.1 with spanmeter's scrape config "
+                           "and rules (shipped with the package) and print its URL")
     demo.set_defaults(run=_demo)
     cat = sub.add_parser("catalog", help="print the metric table generated from the catalogue")
     cat.add_argument("--update", metavar="README", help="rewrite the table between the markers in this file")
@@ -106,8 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     prices.add_argument("--prices", metavar="FILE", help="price override file (TOML) to apply")
     prices.add_argument("--check", metavar="FILE", help="validate a price override file and exit")
     prices.set_defaults(run=_prices)
+    assets = sub.add_parser("assets", help="the Grafana dashboard, Prometheus scrape configs and rules shipped with spanmeter")
+    assets_sub = assets.add_subparsers(dest="action", required=True)
+    export = assets_sub.add_parser("export", help="write them to DIR/grafana/ and DIR/prometheus/")
+    export.add_argument("directory", metavar="DIR")
+    export.add_argument("--force", action="store_true", help="overwrite files that differ")
+    export.set_defaults(run=_assets)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # the reader of our output went away: not an error of ours
+        _silence_stdout()
+        return 1
 
 
 if __name__ == "__main__":

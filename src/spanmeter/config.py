@@ -33,7 +33,7 @@ from spanmeter import endpoint as _endpoint
 from spanmeter import otlp as _otlp
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
 from spanmeter.errors import ConfigurationError
-from spanmeter.export import SDK_CARDINALITY_LIMIT, PrometheusReader
+from spanmeter.export import SDK_CARDINALITY_LIMIT, PrometheusReader, check_joinable
 from spanmeter.pricing import Pricer, catalogue_version
 from spanmeter.processor import SpanmeterProcessor
 from spanmeter.quality import Evaluator, LLMJudge
@@ -258,6 +258,7 @@ def setup(
     if basic_auth is not None:
         basic_auth = _endpoint.check_credentials(basic_auth)
     limits = _check_label_limits(label_limits)
+    check_joinable(meter_provider)
     if not isinstance(sdk_cardinality_limit, int) or isinstance(sdk_cardinality_limit, bool) or sdk_cardinality_limit < 1:
         raise ConfigurationError(f"sdk_cardinality_limit must be an int >= 1, got {sdk_cardinality_limit!r}")
     for name, value in (("quality_window_seconds", quality_window_seconds),

@@ -45,6 +45,7 @@ JUDGE_SCORES = {
     "research": {"groundedness": 0.8, "relevance": 0.84, "safety": 0.97},
     "billing": {"groundedness": 0.64, "relevance": 0.78, "safety": 0.98},
 }
+JUDGE_SHARE = 0.3  # runs the demo's LLM judge scores
 SLOW_SHARE = 0.05  # calls that take six times longer
 RATE_LIMIT_SHARE = 0.02
 SERVER_ERROR_SHARE = 0.01
@@ -231,7 +232,7 @@ def chat(base_url: str, model: str, messages: list[dict], timeout: float = 30.0,
     With ``on_first_chunk``, the answer is streamed (server-sent events, usage in the last
     chunk): it is called when the first chunk arrives, and the chunks are put back together.
     """
-    payload = {"model": model, "messages": messages}
+    payload: dict[str, object] = {"model": model, "messages": messages}
     if on_first_chunk is not None:
         payload.update(stream=True, stream_options={"include_usage": True})
     request = urllib.request.Request(
@@ -430,7 +431,7 @@ def run_demo(
     """Serve metrics and drive the workload until ``duration`` seconds or Ctrl-C.
 
     ``prometheus=True`` also starts a real Prometheus (the ``prometheus`` binary on PATH)
-    on 127.0.0.1 with the repository's scrape config and rules, stopped on exit.
+    on 127.0.0.1 with spanmeter's scrape config and rules (package data), stopped on exit.
     """
     import spanmeter
 
@@ -438,64 +439,93 @@ def run_demo(
     judge = spanmeter.LLMJudge(base_url=llm.base_url, model="gpt-4o-mini", timeout=10.0)
     try:
         meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port,
-                                    evaluator=spanmeter.Evaluator(judge, sample_rate=0.3))  # fmt: skip
+                                    evaluator=spanmeter.Evaluator(judge, sample_rate=JUDGE_SHARE))  # fmt: skip
     except Exception:
         llm.stop()
         raise
     workload = Workload(meter, llm.base_url)
+    assert meter.address is not None and meter.metrics_url is not None  # configure() serves by default
     mhost, mport = meter.address
-    out("spanmeter demo")
-    out(f"  metrics : {meter.metrics_url}")
-    out(f"  fake LLM: {llm.base_url} (OpenAI chat completions; also the LLM judge of 30% of runs)")
-    prom = _start_prometheus(f"{mhost}:{mport}", out) if prometheus else None
-    if prom is None:
-        out("  scrape it from Prometheus with:")
-        out("    scrape_configs:")
-        out("      - job_name: spanmeter-demo")
-        out(f'        static_configs: [{{targets: ["{mhost}:{mport}"]}}]')
-    out(f"  {rate:g} agent runs/s" + (f" for {duration:g}s" if duration else "") + "; Ctrl-C stops.")
+    prom = None
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="agent")
     started = time.monotonic()
-    next_line = started + 2.0
-    interval = 1.0 / rate if rate > 0 else 1.0
     try:
-        next_run = started
-        while not stop.is_set():
-            now = time.monotonic()
-            if duration and now - started >= duration:
-                break
-            if now >= next_run:
-                pool.submit(workload.run_once)
-                next_run += interval
-            if now >= next_line:
-                out(workload.tally.line(now - started))
-                next_line += 2.0
-            time.sleep(min(0.05, max(0.0, next_run - time.monotonic())))
+        for line in banner(meter.metrics_url, llm.base_url, rate, duration):
+            out(line)
+        prom = _start_prometheus(f"{mhost}:{mport}", out) if prometheus else None
+        if prom is None:
+            out("  scrape it from Prometheus with:")
+            out("    scrape_configs:")
+            out("      - job_name: spanmeter-demo")
+            out(f'        static_configs: [{{targets: ["{mhost}:{mport}"]}}]')
+        out(f"  {rate:g} agent runs/s" + (f" for {duration:g}s" if duration else "") + "; Ctrl-C stops.")
+        started = time.monotonic()
+        _drive(workload, pool, stop, started, duration, rate, out)
     except KeyboardInterrupt:
         out("stopping (Ctrl-C) ...")
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        out(workload.tally.line(time.monotonic() - started))
-        spanmeter.shutdown()
-        llm.stop()
-        if prom is not None:
-            prom.stop()
+        try:
+            out(workload.tally.line(time.monotonic() - started))
+        finally:
+            spanmeter.shutdown()
+            llm.stop()
+            if prom is not None:
+                prom.stop()
         out("stopped.")
     return 0
 
 
+def banner(metrics_url: str, llm_url: str, rate: float, duration: float) -> list[str]:
+    """What the demo is and what in its numbers is on purpose."""
+    return [
+        "spanmeter demo",
+        f"  metrics : {metrics_url}",
+        f"  fake LLM: {llm_url} (OpenAI chat completions, on loopback; slow calls, rate limits, server errors)",
+        f"  agents  : support, research, billing, {rate:g} runs/s together; their tools sometimes fail or time out",
+        f"  judge   : {JUDGE_SHARE:.0%} of runs are scored by spanmeter's LLM judge against the same server; the judge",
+        "            meters its own calls as the agent `spanmeter-judge`, so agent runs and model calls per",
+        "            second exceed --rate: that is the judge's traffic, and its cost shows in the cost metrics",
+        "  unpriced: billing's `acme-billing-ft` is a private fine-tune with no public price, on purpose: its calls",
+        "            count in agent_unpriced_calls_total (not as $0), and the AgentUnpricedSpend alert goes",
+        "            pending (firing after 5 minutes); a price file (configure(prices=...)) would price it",
+    ]
+
+
+def _drive(workload: Workload, pool: ThreadPoolExecutor, stop: threading.Event, started: float,
+           duration: float, rate: float, out) -> None:  # fmt: skip
+    """Submit ``rate`` runs per second until ``duration`` (0: forever); a progress line every 2 s."""
+    next_line = started + 2.0
+    interval = 1.0 / rate if rate > 0 else 1.0
+    next_run = started
+    while not stop.is_set():
+        now = time.monotonic()
+        if duration and now - started >= duration:
+            break
+        if now >= next_run:
+            pool.submit(workload.run_once)
+            next_run += interval
+        if now >= next_line:
+            out(workload.tally.line(now - started))
+            next_line += 2.0
+        time.sleep(min(0.05, max(0.0, next_run - time.monotonic())))
+
+
 def _start_prometheus(target: str, out):
-    """A real Prometheus scraping ``target`` every 5 s with the repository's rules, or None."""
-    from spanmeter.prometheus import LocalPrometheus, PrometheusError, find_assets
+    """A real Prometheus scraping ``target`` every 5 s with spanmeter's rules (package data), or None."""
+    from spanmeter import assets as _assets
+    from spanmeter.prometheus import LocalPrometheus, PrometheusError
 
     if shutil.which("prometheus") is None:
         out("  prometheus: no `prometheus` binary on PATH (Debian: apt-get install prometheus); skipped")
         return None
-    assets = find_assets()
-    if assets is None:
-        out("  prometheus: dashboards/prometheus/ not found (run from a spanmeter checkout); skipped")
+    try:
+        assets = _assets.directory("prometheus")
+        dashboard = _assets.files("grafana")[0]
+    except (FileNotFoundError, IndexError) as exc:
+        out(f"  prometheus: {exc or 'no dashboard'}; skipped")
         return None
     try:
         prom = LocalPrometheus(assets, target, scrape_interval="5s", evaluation_interval="5s").start()
@@ -503,6 +533,6 @@ def _start_prometheus(target: str, out):
         out(f"  prometheus: could not start: {exc}")
         return None
     out(f"  prometheus: {prom.url} (scrapes every 5s, rules from {assets}; stopped on exit)")
-    out(f"  dashboard : import {assets.parent / 'grafana' / 'ai-agent-operations.json'} into Grafana,")
+    out(f"  dashboard : import {dashboard} into Grafana,")
     out(f"              with a Prometheus data source at {prom.url}")
     return prom

@@ -8,7 +8,10 @@ class of the SDK can be given this behaviour with :class:`ProducingReader`.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
+from importlib import metadata
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import (
@@ -25,6 +28,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from spanmeter import __version__
 from spanmeter.aggregate import State, produce
+from spanmeter.errors import ConfigurationError
 
 _log = logging.getLogger("spanmeter")
 SCOPE = InstrumentationScope("spanmeter", __version__)
@@ -66,14 +70,39 @@ def sdk_cardinality_limits(limit: int = SDK_CARDINALITY_LIMIT) -> dict:
                                    ObservableUpDownCounter, ObservableGauge)}  # fmt: skip
 
 
+def _accepts(init, name: str) -> bool:
+    """Whether the (bound) ``__init__`` takes keyword ``name``: the SDK's signatures grew over versions."""
+    return name in inspect.signature(init).parameters
+
+
+def check_joinable(meter_provider) -> None:
+    """Raise ConfigurationError when spanmeter cannot join ``meter_provider`` (None: it makes its own).
+
+    ``MeterProvider.add_metric_reader`` exists from opentelemetry-sdk 1.43 on; before, a
+    provider's readers are fixed when it is created.
+    """
+    if meter_provider is not None and not hasattr(meter_provider, "add_metric_reader"):
+        raise ConfigurationError(
+            "meter_provider: this opentelemetry-sdk cannot add a reader to an existing MeterProvider "
+            "(add_metric_reader needs opentelemetry-sdk>=1.43); upgrade the SDK, or leave meter_provider "
+            "out and let spanmeter create its own provider"
+        )
+
+
 class ProducingReader:
-    """Mixin for a ``MetricReader`` subclass: adds the metrics of ``state`` to each collection."""
+    """Mixin for a ``MetricReader`` subclass: adds the metrics of ``state`` to each collection.
+
+    The SDK's own cardinality limit applies from opentelemetry-sdk 1.45.2 on (readers gained
+    ``cardinality_limits`` then); older SDKs keep every attribute set of their instruments.
+    """
 
     def __init__(self, *args, state: State, resource: Resource | None = None,
                  cardinality_limit: int = SDK_CARDINALITY_LIMIT, **kwargs):  # fmt: skip
         self._spanmeter_state = state
         self._spanmeter_resource = resource or Resource.get_empty()
-        super().__init__(*args, cardinality_limits=sdk_cardinality_limits(cardinality_limit), **kwargs)
+        if _accepts(super().__init__, "cardinality_limits"):
+            kwargs["cardinality_limits"] = sdk_cardinality_limits(cardinality_limit)
+        super().__init__(*args, **kwargs)
 
     def _receive_metrics(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> None:
         try:
@@ -82,21 +111,74 @@ class ProducingReader:
             self._spanmeter_state.count("faults", ())
             _log.warning("spanmeter could not produce its metrics", exc_info=True)
             extra = []
-        merged = merge(metrics_data, extra, self._spanmeter_resource)
+        merged = merge(metrics_data, self._spanmeter_prepare(extra), self._spanmeter_resource)
         if merged is not None:
-            super()._receive_metrics(merged, timeout_millis, **kwargs)
+            super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[misc]  # the mixed-in reader's
+
+    def _spanmeter_prepare(self, metrics: list) -> list:
+        return metrics
+
+
+def _exporter_minor() -> int:
+    """The ``NN`` of opentelemetry-exporter-prometheus ``0.NNbM`` (0 when unknown)."""
+    try:
+        return int(metadata.version("opentelemetry-exporter-prometheus").split(".")[1].split("b")[0])
+    except (metadata.PackageNotFoundError, IndexError, ValueError):
+        return 0
+
+
+def pad_labels(metrics: list) -> list:
+    """The metrics with every point of a metric carrying the same label keys (missing ones "").
+
+    opentelemetry-exporter-prometheus before 0.62b0 makes one metric family per label-key set,
+    so a metric whose points differ in keys (``error_type`` only on failures) is exposed
+    twice under one name, which Prometheus' parsers reject; 0.62b0 on pads like this itself.
+    An empty label is the same as no label to Prometheus.
+    """
+    out = []
+    for metric in metrics:
+        points = metric.data.data_points
+        keys = {key for point in points for key in point.attributes}
+        if all(len(point.attributes) == len(keys) for point in points):
+            out.append(metric)
+            continue
+        padded = [dataclasses.replace(point, attributes={**dict.fromkeys(keys, ""), **point.attributes})
+                  for point in points]  # fmt: skip
+        out.append(dataclasses.replace(metric, data=dataclasses.replace(metric.data, data_points=padded)))
+    return out
 
 
 class PrometheusReader(ProducingReader, PrometheusMetricReader):
     """``PrometheusMetricReader`` serving spanmeter's metrics too.
 
     Instrumentation-scope labels are off by default so the series carry exactly the
-    catalogue's labels.
+    catalogue's labels. Works with opentelemetry-exporter-prometheus 0.60b0 and later: before
+    0.63b0 the exporter had no ``registry`` argument, before 0.64b0 no scope labels at all.
     """
 
     def __init__(self, *, state: State, resource: Resource | None = None, registry=None, scope_labels: bool = False,
                  cardinality_limit: int = SDK_CARDINALITY_LIMIT):  # fmt: skip
-        kwargs = {"scope_info_enabled": scope_labels}
-        if registry is not None:
+        kwargs: dict = {}
+        if _accepts(PrometheusMetricReader.__init__, "scope_info_enabled"):
+            kwargs["scope_info_enabled"] = scope_labels
+        own_registry = _accepts(PrometheusMetricReader.__init__, "registry")
+        if registry is not None and own_registry:
             kwargs["registry"] = registry
         super().__init__(state=state, resource=resource, cardinality_limit=cardinality_limit, **kwargs)
+        self._spanmeter_registry = None
+        if registry is not None and not own_registry:
+            # exporter < 0.63b0 always registers on the global registry: move its collector
+            from prometheus_client import REGISTRY
+
+            REGISTRY.unregister(self._collector)
+            registry.register(self._collector)
+            self._spanmeter_registry = registry
+        self._spanmeter_pad = _exporter_minor() < 62
+
+    def _spanmeter_prepare(self, metrics: list) -> list:
+        return pad_labels(metrics) if self._spanmeter_pad else metrics
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        if self._spanmeter_registry is None:
+            return super().shutdown(timeout_millis, **kwargs)
+        self._spanmeter_registry.unregister(self._collector)  # what exporter < 0.63b0 would do on REGISTRY

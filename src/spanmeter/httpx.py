@@ -413,7 +413,7 @@ def instrument(meter=None, *, rules=(), default_rules: bool = True) -> HttpxInst
     except ImportError as exc:
         raise ConfigurationError(
             f"spanmeter.httpx needs opentelemetry-instrumentation-httpx ({exc}); install it with "
-            "pip install 'spanmeter[httpx]'"
+            "pip install '.[httpx]' from a spanmeter checkout, 'spanmeter[httpx]' once published"
         ) from None
     try:
         matcher = wire.Matcher(rules, defaults=default_rules)
