@@ -110,8 +110,7 @@ def scrapes_from_matrix(series: list[dict]) -> list[Scrape]:
 
 def interval_of(prev: Scrape, cur: Scrape) -> float:
     """Seconds between two readings, from the samples' own timestamps."""
-    last = lambda s: max((ts for ts, _ in s.samples.values()), default=s.time)  # noqa: E731
-    return last(cur) - last(prev)
+    return topdata.reading_time(cur) - topdata.reading_time(prev)
 
 
 # --- the state of the live view -------------------------------------------------------------

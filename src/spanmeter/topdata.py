@@ -74,6 +74,11 @@ def parse(text: str, now: float) -> Scrape:
     return Scrape(now, samples)
 
 
+def reading_time(scrape: Scrape) -> float:
+    """When a reading was taken: its newest sample timestamp (the scrape time if none)."""
+    return max((ts for ts, _ in scrape.samples.values()), default=scrape.time)
+
+
 def increase(before: float, after: float) -> float:
     """A counter's increase between two readings; a drop means it was reset to 0 in between."""
     return after - before if after >= before else after
@@ -83,15 +88,16 @@ def rates(prev: Scrape, cur: Scrape) -> dict[Key, float]:
     """Per-second rates of every counter and histogram series between two scrapes.
 
     A series absent from ``prev`` was created in between by its first increments, so it
-    counts from 0 over the scrape interval. Gauges are left out.
+    counts from 0 since ``prev`` was taken. Gauges are left out.
     """
     out: dict[Key, float] = {}
+    start = reading_time(prev)
     for key, (t1, v1) in cur.samples.items():
         if key[0] == QUALITY:
             continue
         before = prev.samples.get(key)
         if before is None:
-            t0, v0 = prev.time, 0.0
+            t0, v0 = start, 0.0
         else:
             t0, v0 = before
         if t1 > t0:
@@ -395,7 +401,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: list[float | None], width: int) -> str:
     """The last ``width`` values as block characters scaled to their maximum (blank: no figure)."""
-    values = values[-width:]
+    values = [None] * (width - len(values)) + values[-width:]  # newest at the right edge
     top = max((v for v in values if v is not None), default=0.0)
     out = []
     for v in values:
