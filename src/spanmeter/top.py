@@ -251,7 +251,9 @@ def render(state: State, now: float):
     for row in rows:
         cells = [topdata.format_value(c.kind, row.get(c.key)) for c in cols]
         table.add_row(*cells, topdata.sparkline(trends.get(_row_name(state.view, row), []), SPARK_WIDTH))
-    parts = [title, Text(text, style=style), tabs, table]
+    parts = [title, Text(text, style=style), tabs]
+    if len(state.history) >= 2:
+        parts.append(table)
     if len(state.history) >= 2 and not rows:
         parts.append(Text("no rows match the filter" if state.filter else "no data yet in this view", style="yellow"))
     if state.editing:
