@@ -224,10 +224,10 @@ def status_line(state: State, now: float) -> tuple[str, str]:
 # --- drawing (rich) ------------------------------------------------------------------------
 
 
-def render(state: State, now: float):
-    """The whole screen as a rich renderable."""
+def render(state: State, now: float, screen_width: int = 120):
+    """The whole screen as a rich renderable, for a terminal ``screen_width`` columns wide."""
     from rich import box
-    from rich.console import Group
+    from rich.console import Console, Group
     from rich.table import Table
     from rich.text import Text
 
@@ -240,20 +240,30 @@ def render(state: State, now: float):
     rows = state.rows()
     cols = topdata.columns(state.view, rows)
     trends, covered = state.trend()
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
     sort_key = state.sort[state.view]
-    for c in cols:
-        mark = (" ▲" if state.reverse else " ▼") if c.key == sort_key else ""
-        table.add_column(c.title + mark, justify="left" if c.kind == "name" else "right",
-                         style="bold" if c.kind == "name" else None, no_wrap=True)  # fmt: skip
+    body = [[topdata.format_value(c.kind, row.get(c.key)) for c in cols] for row in rows]
     trend_title = next(c.title for c in topdata.VIEWS[state.view] if c.key == topdata.TREND[state.view])
-    table.add_column(f"{trend_title}, last {_duration(covered)}", no_wrap=True, style="cyan")
-    for row in rows:
-        cells = [topdata.format_value(c.kind, row.get(c.key)) for c in cols]
-        table.add_row(*cells, topdata.sparkline(trends.get(_row_name(state.view, row), []), SPARK_WIDTH))
+
+    def table(spark: int) -> Table:
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+        for c in cols:
+            header = c.title + ((" ▲" if state.reverse else " ▼") if c.key == sort_key else "")
+            t.add_column(header, justify="left" if c.kind == "name" else "right",
+                         style="bold" if c.kind == "name" else None, no_wrap=True)  # fmt: skip
+        if spark:
+            t.add_column(f"{trend_title}, {_duration(covered)}", no_wrap=True, style="cyan")
+        for row, cells in zip(rows, body):
+            trend = [topdata.sparkline(trends.get(_row_name(state.view, row), []), spark)] if spark else []
+            t.add_row(*cells, *trend)
+        return t
+
+    # figures are never cut: on a narrow terminal the sparklines give way first
+    figures_width = Console(width=10_000).measure(table(0)).maximum
+    spark = min(SPARK_WIDTH, screen_width - figures_width - 4)  # 3: the column gap
+    drawn = table(spark if spark >= 8 else 0)
     parts = [title, Text(text, style=style), tabs]
     if len(state.history) >= 2:
-        parts.append(table)
+        parts.append(drawn)
     if len(state.history) >= 2 and not rows:
         parts.append(Text("no rows match the filter" if state.filter else "no data yet in this view", style="yellow"))
     if state.editing:
@@ -309,13 +319,13 @@ def run_live(source, state: State) -> int:
             if time.monotonic() >= next_read:
                 state.refresh(source)
                 next_read = time.monotonic() + state.interval
-                live.update(render(state, time.time()), refresh=True)
+                live.update(render(state, time.time(), console.width), refresh=True)
             pressed = keys.read(next_read - time.monotonic())
             if pressed:
                 for ch in pressed:
                     if not state.key(ch):
                         return 0
-                live.update(render(state, time.time()), refresh=True)
+                live.update(render(state, time.time(), console.width), refresh=True)
 
 
 # --- --once and --json ----------------------------------------------------------------------
@@ -379,6 +389,10 @@ def main(args) -> int:
     except ImportError:
         print("spanmeter top: the live view needs rich: pip install 'spanmeter[top]' "
               "(--once and --json work without it)", file=sys.stderr)  # fmt: skip
+        return 2
+    if os.name != "posix":  # keys are read with termios
+        print("spanmeter top: the live view needs a POSIX terminal (Linux, macOS, WSL); use --once or --json",
+              file=sys.stderr)  # fmt: skip
         return 2
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         print("spanmeter top: the live view needs a terminal; use --once or --json in scripts", file=sys.stderr)
