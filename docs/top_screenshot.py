@@ -1,4 +1,4 @@
-"""Regenerate docs/top.png, docs/top-models.png and docs/top.txt: `spanmeter top` against `spanmeter demo`, in a real pty.
+"""Redraw docs/top.png, top-models.png and top.txt: `spanmeter top` against `spanmeter demo` in a pty.
 
     python docs/top_screenshot.py  [--seconds 70]
 

@@ -79,7 +79,8 @@ def test_histogram_quantile_agrees_with_prometheus_itself(tmp_path):
 
 
 def _scrape(t: float, **values: float) -> Scrape:
-    return Scrape(t, {("agent_requests_total", (("agent_name", k), ("status", "success"))): (t, v) for k, v in values.items()})
+    key = lambda agent: ("agent_requests_total", (("agent_name", agent), ("status", "success")))  # noqa: E731
+    return Scrape(t, {key(agent): (t, v) for agent, v in values.items()})
 
 
 def test_a_counter_that_drops_was_reset_and_its_new_value_is_the_increase():
@@ -95,7 +96,8 @@ def test_a_series_born_between_scrapes_counts_from_zero():
 
 def test_exposition_timestamps_are_used_and_other_families_ignored():
     first = parse((FIXTURES / "first.prom").read_text(), now=5.0)
-    assert first.samples[("agent_requests_total", (("agent_name", "support"), ("status", "success")))] == (1000.0, 100.0)
+    key = ("agent_requests_total", (("agent_name", "support"), ("status", "success")))
+    assert first.samples[key] == (1000.0, 100.0)  # the exposition's own millisecond timestamp
     assert not [k for k in first.samples if k[0].startswith("python_")]
 
 
@@ -357,7 +359,8 @@ def _expected_agents(before: tuple[float, str], after: tuple[float, str]) -> dic
         ok = b.total("agent_requests_total", agent_name=agent, status="success") - a.total(
             "agent_requests_total", agent_name=agent, status="success")  # fmt: skip
         tokens = sum(b.total("agent_token_usage_total", agent_name=agent, token_type=t)
-                     - a.total("agent_token_usage_total", agent_name=agent, token_type=t) for t in ("input", "output"))  # fmt: skip
+                     - a.total("agent_token_usage_total", agent_name=agent, token_type=t)
+                     for t in ("input", "output"))  # fmt: skip
         cost = b.total("agent_estimated_cost_dollars_total", agent_name=agent) - a.total(
             "agent_estimated_cost_dollars_total", agent_name=agent)  # fmt: skip
         out[agent] = {"runs": runs / (t1 - t0), "err": 100 * (runs - ok) / runs if runs else None,
@@ -442,7 +445,7 @@ def test_unreachable_endpoint_shows_retrying_and_recovers_when_it_comes_up():
 
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus (scripts/test.sh installs it)")
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus (scripts/test.sh has it)")
 def test_prometheus_mode_agrees_with_prometheus_own_irate_and_quantile(demo, capsys):
     """--prometheus reads the raw samples: its figures are Prometheus' irate of the last two scrapes."""
     from spanmeter.prometheus import LocalPrometheus, find_assets
@@ -473,3 +476,25 @@ def test_prometheus_mode_agrees_with_prometheus_own_irate_and_quantile(demo, cap
             assert rows[agent]["runs_per_s"] == pytest.approx(rate, rel=1e-9), agent
             if not math.isnan(p95[agent]):
                 assert rows[agent]["p95_s"] == pytest.approx(p95[agent], rel=1e-9), agent
+
+
+def test_state_line_tells_what_is_true():
+    from spanmeter.top import SourceError, State, status_line
+
+    state = State(url="http://127.0.0.1:1/metrics", interval=2.0, keep=300.0)
+    assert status_line(state, 100.0)[1] == "connecting to http://127.0.0.1:1/metrics ..."
+    state.history = [_scrape(98.0, a=1.0)]
+    assert status_line(state, 100.0)[1] == "no data yet: rates need two readings (next in 2s)"
+    state.history.append(_scrape(100.0, a=3.0))
+    assert status_line(state, 100.5)[1].startswith("live: rates over the last 2.0s, as of ")
+    assert status_line(state, 200.0)[1].startswith("stale: the newest sample is from ")  # 100 s old
+    state.error, state.last_ok = SourceError("http://127.0.0.1:1/metrics: refused", unreachable=True), 100.0
+    assert status_line(state, 112.0)[1] == (
+        "endpoint unreachable: retrying every 2s (http://127.0.0.1:1/metrics: refused); last reading 12s ago")
+    state.history, state.error = [Scrape(1.0), Scrape(3.0)], None
+    assert status_line(state, 3.0)[1] == "no data yet: the endpoint has none of spanmeter's agent metrics"
+
+
+def test_live_view_refuses_without_a_terminal(fixed, capsys):
+    assert cli.main(["top", fixed.url]) == 2  # pytest's stdin is not a terminal
+    assert "use --once or --json" in capsys.readouterr().err

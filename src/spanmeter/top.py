@@ -218,7 +218,11 @@ def status_line(state: State, now: float) -> tuple[str, str]:
     if not state.history[-1].samples:
         return "yellow", "no data yet: the endpoint has none of spanmeter's agent metrics"
     dt = interval_of(state.history[-2], state.history[-1])
-    return "green", f"live: rates over the last {dt:.1f}s, as of {time.strftime('%H:%M:%S', time.localtime(now))}"
+    newest = topdata.reading_time(state.history[-1])
+    stamp = time.strftime("%H:%M:%S", time.localtime(newest))
+    if now - newest > max(3 * state.interval, 30.0):  # e.g. Prometheus answers, but its target is down
+        return "yellow", f"stale: the newest sample is from {stamp} ({now - newest:.0f}s ago); rates over {dt:.1f}s"
+    return "green", f"live: rates over the last {dt:.1f}s, as of {stamp}"
 
 
 # --- drawing (rich) ------------------------------------------------------------------------
@@ -372,7 +376,10 @@ def main(args) -> int:
     if interval <= 0:
         print("spanmeter top: --interval must be > 0", file=sys.stderr)
         return 2
-    keep = args.history * 60.0
+    if args.history <= 0:
+        print("spanmeter top: --history must be > 0", file=sys.stderr)
+        return 2
+    keep = max(args.history * 60.0, 3 * interval)  # at least the two readings rates need
     source = PrometheusAPI(url) if prometheus else Endpoint(url, timeout=min(5.0, max(1.0, interval)))
     if args.once or args.json:
         views = [args.view] if args.view else list(VIEW_ORDER)

@@ -41,7 +41,7 @@ ESCALATIONS = _exposed("agent_escalations")
 TURNS = _exposed("agent_conversation_turns")
 FAMILIES = (REQUESTS, REQUEST_DURATION, INFERENCE_PER_RUN, TOOLS_PER_RUN, MODEL_CALLS, MODEL_DURATION, TOKENS,
             COST, UNPRICED, TOOL_CALLS, TOOL_DURATION, QUALITY, CONVERSATIONS, ESCALATIONS, TURNS)  # fmt: skip
-HISTOGRAMS = frozenset(f for f in FAMILIES if any(m.exposed_name == f and m.kind == HISTOGRAM for m in BY_NAME.values()))
+HISTOGRAMS = frozenset(m.exposed_name for m in BY_NAME.values() if m.kind == HISTOGRAM and m.exposed_name in FAMILIES)
 #: Every sample name top reads (histograms as their _bucket, _sum and _count series).
 SAMPLE_NAMES = frozenset(
     name for f in FAMILIES for name in ((f + "_bucket", f + "_sum", f + "_count") if f in HISTOGRAMS else (f,))
