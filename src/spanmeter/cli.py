@@ -135,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     top.add_argument("--history", type=float, default=5.0, help="minutes of readings kept for sparklines (default: 5)")
     top.add_argument("--view", choices=("agents", "models", "tools", "quality"),
                      help="view to show first (with --once/--json: only this view; default: all)")
-    top.add_argument("--once", action="store_true", help="print one plain-text table and exit (see below)")
-    top.add_argument("--json", action="store_true", help="print the figures as JSON and exit (see below)")
+    top.add_argument("--once", action="store_true",
+                     help="scrape twice, --interval apart, print the rates as plain-text tables and exit")
+    top.add_argument("--json", action="store_true",
+                     help="the same as --once, as JSON (null where a figure is undefined)")
     top.set_defaults(run=_top)
     args = parser.parse_args(argv)
     return args.run(args)

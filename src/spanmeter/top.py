@@ -39,7 +39,8 @@ def _get(url: str, timeout: float) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
-        raise SourceError(f"HTTP {exc.code} from {url}", unreachable=False) from exc
+        detail = exc.read(300).decode("utf-8", "replace").strip()  # Prometheus says why in the body
+        raise SourceError(f"HTTP {exc.code} from {url}" + (f": {detail}" if detail else ""), unreachable=False) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError(f"{url}: {reason}", unreachable=True) from exc
@@ -85,7 +86,8 @@ class PrometheusAPI:
             series = answer["data"]["result"]
         except (ValueError, KeyError, TypeError) as exc:
             raise SourceError(f"{self.url}: unexpected answer to the query API: {exc}", unreachable=False) from exc
-        return scrapes_from_matrix(series)
+        # no series at all is an answer too: one empty reading says "no data yet" honestly
+        return scrapes_from_matrix(series) or [Scrape(time.time())]
 
 
 def scrapes_from_matrix(series: list[dict]) -> list[Scrape]:
@@ -184,7 +186,7 @@ class State:
             return True
         if ch in ("q", "Q", "\x03"):
             return False
-        if ch in "1234" and ch:
+        if ch in ("1", "2", "3", "4"):
             self.view = VIEW_ORDER[int(ch) - 1]
         elif ch == "\t":
             self.view = VIEW_ORDER[(VIEW_ORDER.index(self.view) + 1) % len(VIEW_ORDER)]
@@ -213,10 +215,10 @@ def status_line(state: State, now: float) -> tuple[str, str]:
         return "bold red", f"endpoint error: retrying every {state.interval:g}s ({state.error}){since}"
     if not state.history:
         return "yellow", f"connecting to {state.url} ..."
-    if len(state.history) < 2:
-        return "yellow", f"no data yet: rates need two readings (next in {state.interval:g}s)"
     if not state.history[-1].samples:
         return "yellow", "no data yet: the endpoint has none of spanmeter's agent metrics"
+    if len(state.history) < 2:
+        return "yellow", f"no data yet: rates need two readings (next in {state.interval:g}s)"
     dt = interval_of(state.history[-2], state.history[-1])
     newest = topdata.reading_time(state.history[-1])
     stamp = time.strftime("%H:%M:%S", time.localtime(newest))
@@ -346,7 +348,7 @@ def read_pair(source, interval: float, keep: float) -> list[Scrape]:
 
 def once_text(url: str, history: list[Scrape], views) -> str:
     """The plain-text tables of ``views`` for the last two readings of ``history``."""
-    if len(history) < 2:
+    if len(history) < 2:  # a Prometheus that scraped once
         return f"no data yet: {url} gave fewer than two readings\n"
     prev, cur = history[-2], history[-1]
     figures = topdata.compute(prev, cur)
