@@ -380,13 +380,14 @@ def test_live_view_shows_the_rates_of_the_scrapes_and_keys_switch_views(demo):
     proxy = _Recorder(demo)
     term = Terminal(proxy.url, "--interval", "2")
     try:
-        term.wait_for(lambda s: "live: rates" in s and "runs/s" in s)
-        # read the screen right after a redraw: it shows the rates between the last two scrapes
+        old = term.wait_for(lambda s: "live: rates" in s and "runs/s" in s)
+        # read the screen redrawn after the next scrape: the rates between the last two scrapes
         n = len(proxy.records)
         term.wait_for(lambda s: len(proxy.records) > n, timeout=5)
         n = len(proxy.records)
-        time.sleep(0.3)
-        screen = term.wait_for(lambda s: "live: rates" in s)
+        term.wait_for(lambda s: s != old and "live: rates" in s)
+        term.pump(0.3)  # the redraw after scrape n is whole by now; scrape n + 1 is 2 s away
+        screen = term.text()
         assert len(proxy.records) == n, "top scraped again while the screen was read"
         expected = _expected_agents(proxy.records[n - 2], proxy.records[n - 1])
         shown = _table(screen, "agent")
