@@ -499,3 +499,14 @@ def test_state_line_tells_what_is_true():
 def test_live_view_refuses_without_a_terminal(fixed, capsys):
     assert cli.main(["top", fixed.url]) == 2  # pytest's stdin is not a terminal
     assert "use --once or --json" in capsys.readouterr().err
+
+
+def test_on_a_narrow_terminal_names_shrink_then_sparklines_then_columns_go_but_figures_are_never_cut():
+    from spanmeter.top import fit_columns
+
+    cols = topdata.VIEWS["agents"][:4]  # agent, runs/s, err%, p50
+    assert fit_columns(cols, [15, 8, 5, 5], 200) == (4, 24, 0)  # room for everything
+    widths = [15, 8, 5, 5]
+    assert fit_columns(cols, widths, 32) == (4, 0, 0) and widths == [8, 8, 5, 5]  # 8+8+5+5 + 3 gaps of 2
+    widths = [15, 8, 5, 5]
+    assert fit_columns(cols, widths, 31) == (3, 0, 1) and widths[:3] == [8, 8, 5]

@@ -233,7 +233,7 @@ def status_line(state: State, now: float) -> tuple[str, str]:
 def render(state: State, now: float, screen_width: int = 120):
     """The whole screen as a rich renderable, for a terminal ``screen_width`` columns wide."""
     from rich import box
-    from rich.console import Console, Group
+    from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
@@ -247,37 +247,57 @@ def render(state: State, now: float, screen_width: int = 120):
     cols = topdata.columns(state.view, rows)
     trends, covered = state.trend()
     sort_key = state.sort[state.view]
+    headers = [c.title + ((" ▲" if state.reverse else " ▼") if c.key == sort_key else "") for c in cols]
     body = [[topdata.format_value(c.kind, row.get(c.key)) for c in cols] for row in rows]
-    trend_title = next(c.title for c in topdata.VIEWS[state.view] if c.key == topdata.TREND[state.view])
-
-    def table(spark: int) -> Table:
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
-        for c in cols:
-            header = c.title + ((" ▲" if state.reverse else " ▼") if c.key == sort_key else "")
-            t.add_column(header, justify="left" if c.kind == "name" else "right",
-                         style="bold" if c.kind == "name" else None, no_wrap=True)  # fmt: skip
-        if spark:
-            t.add_column(f"{trend_title}, {_duration(covered)}", no_wrap=True, style="cyan")
-        for row, cells in zip(rows, body):
-            trend = [topdata.sparkline(trends.get(_row_name(state.view, row), []), spark)] if spark else []
-            t.add_row(*cells, *trend)
-        return t
-
-    # figures are never cut: on a narrow terminal the sparklines give way first
-    figures_width = Console(width=10_000).measure(table(0)).maximum
-    spark = min(SPARK_WIDTH, screen_width - figures_width - 4)  # 3: the column gap
-    drawn = table(spark if spark >= 8 else 0)
+    widths = [max([len(h)] + [len(line[i]) for line in body]) for i, h in enumerate(headers)]
+    shown, spark, hidden = fit_columns(cols, widths, screen_width)
+    drawn = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, expand=False)
+    for i in range(shown):
+        name = cols[i].kind == "name"
+        drawn.add_column(headers[i], justify="left" if name else "right", style="bold" if name else None,
+                         no_wrap=True, width=widths[i])  # fmt: skip
+    if spark:
+        trend_title = next(c.title for c in topdata.VIEWS[state.view] if c.key == topdata.TREND[state.view])
+        drawn.add_column(f"{trend_title}, {_duration(covered)}", no_wrap=True, style="cyan", width=spark)
+    for row, cells in zip(rows, body):
+        trend = [topdata.sparkline(trends.get(_row_name(state.view, row), []), spark)] if spark else []
+        drawn.add_row(*cells[:shown], *trend)
     parts = [title, Text(text, style=style), tabs]
     if len(state.history) >= 2:
-        parts.append(drawn)
+        parts += [drawn, Text("")]
     if len(state.history) >= 2 and not rows:
         parts.append(Text("no rows match the filter" if state.filter else "no data yet in this view", style="yellow"))
     if state.editing:
         parts.append(Text(f"filter: {state.filter}█", style="bold"))
     else:
-        shown = f"  filter: {state.filter!r}" if state.filter else ""
-        parts.append(Text(f"1-4/Tab view  s sort  r reverse  / filter  q quit{shown}", style="dim"))
+        filtered = f"  filter: {state.filter!r}" if state.filter else ""
+        more = f"  (+{hidden} columns: wider terminal)" if hidden and len(state.history) >= 2 else ""
+        parts.append(Text(f"1-4/Tab view  s sort  r reverse  / filter  q quit{filtered}{more}", style="dim"))
     return Group(*parts)
+
+
+GAP = 2  # between columns: one space of padding, one of the (blank) separator
+NAME_MIN = 8
+
+
+def fit_columns(cols, widths: list[int], screen_width: int) -> tuple[int, int, int]:
+    """How many columns fit, the sparkline width (0: none) and how many columns are hidden.
+
+    Figures are never cut: long names shrink (to NAME_MIN, with an ellipsis) first, then the
+    sparkline goes, then the rightmost figure columns. ``widths`` may be narrowed in place.
+    """
+    total = sum(widths) + GAP * (len(widths) - 1)
+    for i, c in enumerate(cols):
+        if total > screen_width and c.kind == "name" and widths[i] > NAME_MIN:
+            cut = min(widths[i] - NAME_MIN, total - screen_width)
+            widths[i] -= cut
+            total -= cut
+    shown = len(cols)
+    while total > screen_width and shown > 1:
+        shown -= 1
+        total -= widths[shown] + GAP
+    spark = min(SPARK_WIDTH, screen_width - total - GAP - 1)
+    return shown, (spark if spark >= 8 else 0), len(cols) - shown
 
 
 def _duration(seconds: float) -> str:
