@@ -262,7 +262,7 @@ def render(state: State, now: float, screen_width: int = 120):
     for row, cells in zip(rows, body):
         trend = [topdata.sparkline(trends.get(_row_name(state.view, row), []), spark)] if spark else []
         drawn.add_row(*cells[:shown], *trend)
-    parts = [title, Text(text, style=style), tabs]
+    parts = [title, Text(text, style=style), tabs, Text("")]
     if len(state.history) >= 2:
         parts += [drawn, Text("")]
     if len(state.history) >= 2 and not rows:
