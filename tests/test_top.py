@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -213,6 +214,12 @@ def test_json_gives_the_same_figures_as_numbers(fixed, capsys):
                    "output_per_s": 100.0, "cache_read_per_s": 50.0, "reasoning_per_s": 0.0, "cache_hit_pct": 25.0,
                    "dollars_per_h": pytest.approx(3.6), "unpriced_pct": 0.0}  # fmt: skip
     assert o3["dollars_per_h"] is None and o3["unpriced_pct"] == 100.0
+    fixed.served = 0  # the same two scrapes again
+    assert cli.main(["top", fixed.url, "--json", "--view", "quality", "--interval", "0.05"]) == 0
+    research, support = json.loads(capsys.readouterr().out)["views"]["quality"]
+    assert support == {"agent": "support", "conversations_per_min": 36.0, "escalated_pct": 50.0,
+                       "turns_per_conversation": 3.0, "scores": {"groundedness": 0.91, "relevance": 0.8}}  # fmt: skip
+    assert research["scores"] == {"groundedness": 0.65} and research["conversations_per_min"] is None
 
 
 def test_once_says_no_data_yet_for_an_endpoint_without_agent_metrics(capsys):
@@ -496,9 +503,29 @@ def test_state_line_tells_what_is_true():
     assert status_line(state, 3.0)[1] == "no data yet: the endpoint has none of spanmeter's agent metrics"
 
 
-def test_live_view_refuses_without_a_terminal(fixed, capsys):
-    assert cli.main(["top", fixed.url]) == 2  # pytest's stdin is not a terminal
+def test_live_view_refuses_without_a_terminal(fixed, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # a pipe, as in a script
+    assert cli.main(["top", fixed.url]) == 2
     assert "use --once or --json" in capsys.readouterr().err
+
+
+def test_keys_edit_the_filter_and_cycle_views_and_sort():
+    from spanmeter.top import State
+
+    state = State(url="u", interval=2.0, keep=300.0)
+    for ch in "/bilx\x7fl\r":  # type "bilx", backspace, "l", Enter
+        assert state.key(ch)
+    assert (state.filter, state.editing) == ("bill", False)
+    state.key("/")
+    state.key("\x1b")  # Esc clears
+    assert (state.filter, state.editing) == ("", False)
+    state.key("\t")
+    assert state.view == "models"
+    state.key("s")
+    assert state.sort["models"] == "p95_s"  # the column after calls/s
+    state.key("4")
+    assert state.view == "quality"
+    assert state.key("q") is False
 
 
 def test_on_a_narrow_terminal_names_shrink_then_sparklines_then_columns_go_but_figures_are_never_cut():

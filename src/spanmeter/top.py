@@ -386,8 +386,17 @@ def once_json(url: str, history: list[Scrape], views) -> str:
         prev, cur = history[-2], history[-1]
         figures = topdata.compute(prev, cur)
         doc["interval_s"] = round(interval_of(prev, cur), 6)
-        doc["views"] = {v: topdata.sort_rows(figures[v], topdata.DEFAULT_SORT[v]) for v in views}
+        doc["views"] = {v: [_json_row(r) for r in topdata.sort_rows(figures[v], topdata.DEFAULT_SORT[v])]
+                        for v in views}  # fmt: skip
     return json.dumps(doc, indent=2) + "\n"
+
+
+def _json_row(row: dict) -> dict:
+    """A row for --json: the quality view's ``score:<type>`` figures grouped under ``scores``."""
+    out = {k: v for k, v in row.items() if not k.startswith("score:")}
+    if len(out) < len(row):
+        out["scores"] = {k[len("score:"):]: v for k, v in row.items() if k.startswith("score:")}
+    return out
 
 
 def main(args) -> int:
