@@ -171,8 +171,12 @@ def sum_by(values: dict[Key, float], name: str, by: tuple[str, ...], **where: st
 def quantiles_by(values: dict[Key, float], family: str, by: tuple[str, ...], q: float) -> dict[tuple, float]:
     """``histogram_quantile(q, sum by (by, le) (rate(family_bucket)))`` per group."""
     per: dict[tuple, list[tuple[float, float]]] = {}
-    for (group_le, v) in sum_by(values, family + "_bucket", by + ("le",)).items():
-        per.setdefault(group_le[:-1], []).append((float(group_le[-1]), v))
+    for group_le, v in sum_by(values, family + "_bucket", by + ("le",)).items():
+        try:
+            bound = float(group_le[-1])
+        except ValueError:  # a bucket without a usable le: not one Prometheus would use either
+            continue
+        per.setdefault(group_le[:-1], []).append((bound, v))
     return {g: histogram_quantile(q, b) for g, b in per.items()}
 
 
