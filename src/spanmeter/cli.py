@@ -119,6 +119,23 @@ def _prices(args) -> int:
     return 0
 
 
+def _top(args) -> int:
+    from spanmeter.top import main as top_main
+
+    return top_main(args)
+
+
+TOP_EPILOG = """\
+Rates are computed by top itself between consecutive readings (a counter that drops was
+reset, as in Prometheus); latency quantiles use histogram_quantile's interpolation.
+--once and --json need two readings: they scrape the endpoint twice, --interval seconds
+apart, print the rates between the two scrapes and exit (1 if the endpoint cannot be
+read). If the exposition carries sample timestamps, those are used. With --prometheus
+one query suffices: the figures are between Prometheus' own last two scrapes.
+Keys: 1-4 or Tab switch view, s sort column, r reverse, / filter (Enter ends, Esc
+clears), q quit."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from spanmeter import __version__
 
@@ -151,6 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("directory", metavar="DIR")
     export.add_argument("--force", action="store_true", help="overwrite files that differ")
     export.set_defaults(run=_assets)
+    top = sub.add_parser("top", help="the agent dashboard in a terminal, live (needs the `top` extra: rich)",
+                         description="Live per-agent, per-model, per-tool and quality figures from a "
+                                     "spanmeter /metrics endpoint or a Prometheus server.",
+                         epilog=TOP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("url", nargs="?", help="metrics endpoint (default: http://127.0.0.1:9464/metrics)")
+    top.add_argument("--prometheus", metavar="URL",
+                     help="read through a Prometheus server's HTTP query API at URL (e.g. http://127.0.0.1:9090)")
+    top.add_argument("--interval", type=float, default=None,
+                     help="seconds between readings (default: 2; with --prometheus 15)")
+    top.add_argument("--history", type=float, default=5.0, help="minutes of readings kept for sparklines (default: 5)")
+    top.add_argument("--view", choices=("agents", "models", "tools", "quality"),
+                     help="view to show first (with --once/--json: only this view; default: all)")
+    top.add_argument("--once", action="store_true",
+                     help="scrape twice, --interval apart, print the rates as plain-text tables and exit")
+    top.add_argument("--json", action="store_true",
+                     help="the same as --once, as JSON (null where a figure is undefined)")
+    top.set_defaults(run=_top)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
