@@ -19,6 +19,7 @@ windows to the whole run; the picture says so in its subtitle.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import re
@@ -215,8 +216,14 @@ def draw(results: dict, start: float, path: Path, *, note: str | None = None) ->
         if not series:
             empty.append(panel["title"])
         _Panel(fig, panel, series, start, rect, (right - left - 4, bottom - top - 4)).draw()
-    fig.savefig(path, dpi=_DPI, facecolor=_BG)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, facecolor=_BG)
     plt.close(fig)
+    # 256 colours without dithering look the same and weigh a third (Pillow comes with matplotlib)
+    from PIL import Image
+
+    image = Image.open(buffer).convert("RGB")
+    image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
     return empty
 
 
