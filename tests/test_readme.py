@@ -1,4 +1,4 @@
-"""The README's Quickstart and Cost sections, run as written: their Python blocks in a fresh
+"""The README's Quickstart, Cost and Sampling sections, run as written: their Python blocks in a fresh
 process whose real openai SDK talks to the fake OpenAI API (tests/fake_providers.py), their
 price file and shell commands through the real CLI; then the metrics they produce, scraped
 from the endpoint the Quickstart's configure() serves."""
@@ -149,3 +149,37 @@ def test_cost_section_price_file_is_valid_and_applies_its_latest_entry(cost_sect
     latest = datetime.now(timezone.utc).date() >= date(2026, 7, 1)
     assert (rate["input"], rate["output"]) == ((4.0, 16.0) if latest else (3.0, 12.0))
     assert any("--check" in line for line in cost_section)
+
+
+SAMPLING_HARNESS = """
+import json, sys
+import httpx
+namespace = {"__name__": "__readme__"}
+for n, block in enumerate(json.load(open(sys.argv[1]))):
+    exec(compile(block, f"README.md Sampling block {n + 1}", "exec"), namespace)
+import spanmeter
+from opentelemetry import trace
+for _ in range(200):
+    with spanmeter.agent_run("support"):
+        with spanmeter.model_call("gpt-4o", provider="openai") as call:
+            call.record_usage(input_tokens=10, output_tokens=2)
+print(trace.get_tracer_provider().sampler.get_description(), file=sys.stderr)
+sys.stdout.write(httpx.get(spanmeter.current().metrics_url, timeout=10).text)
+spanmeter.shutdown()
+"""
+
+
+def test_sampling_section_installs_keep_genai_and_counts_every_run(tmp_path):
+    python = blocks(section("Sampling"), "python")
+    assert python, "the Sampling section has no Python block"
+    path = tmp_path / "blocks.json"
+    path.write_text(json.dumps(python), "utf-8")
+    env = dict(os.environ, OTEL_EXPORTER_PROMETHEUS_PORT="0",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", SAMPLING_HARNESS, str(path)], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "KeepGenAI{ParentBased{root:TraceIdRatioBased{0.1}" in done.stderr
+    scrape = Scrape(done.stdout)
+    assert scrape.value("agent_requests_total", agent_name="support", status="success") == 200
+    assert scrape.value("model_inference_calls_total", agent_name="support", model_id="gpt-4o") == 200
