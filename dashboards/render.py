@@ -136,7 +136,7 @@ def query_panels(prom, start: float, end: float, *, run_start: float | None = No
             raw = target["expr"].replace("$__range", f"{run_seconds}s")
             expr = fit_windows(assets.substitute(raw, window=RATE_INTERVAL), run_seconds, recorded)
             for s in prom.query_range(expr, start, end, STEP):
-                legend = re.sub(r"{{\s*(\w+)\s*}}", lambda m: s["metric"].get(m.group(1), ""), target["legendFormat"])
+                legend = re.sub(r"{{\s*(\w+)\s*}}", lambda m, labels=s["metric"]: labels.get(m.group(1), ""), target["legendFormat"])
                 points = [(float(t), float(v)) for t, v in s["values"] if math.isfinite(float(v))]
                 if points:
                     series.append((legend, points))
@@ -280,7 +280,6 @@ class _Panel:
         return self.rect[0] + px_x / fig_w, self.rect[1] + self.rect[3] - px_y / fig_h
 
     def _axes(self, px_left, px_top, px_right, px_bottom, **kw):
-        fig_w, fig_h = self.fig.get_size_inches() * 72
         x0, y1 = self._frac(px_left, px_top)
         x1, y0 = self._frac(self.wpx - px_right, self.hpx - px_bottom)
         ax = self.fig.add_axes([x0, y0, x1 - x0, y1 - y0], **kw)
@@ -342,7 +341,6 @@ class _Panel:
         if len(shown) < len(series):
             handles.append(ax.plot([], [], alpha=0)[0])
             labels.append(f"+{len(series) - len(shown)} more")
-        fig_w, fig_h = self.fig.get_size_inches() * 72
         x0, y0 = self._frac(8, self.hpx - 4 - _LEGEND_ROW * legend_rows)
         self.fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(x0, y0), ncol=ncol, fontsize=8.5,
                         frameon=False, handlelength=1.2, columnspacing=1.0, borderaxespad=0, borderpad=0,
@@ -387,7 +385,7 @@ class _Panel:
             value = pts[-1][1]
             color = _threshold_color(self.defaults, value)
 
-            def arc(f0, f1, radius, width, color):  # fractions of the range along a 240-degree arc
+            def arc(f0, f1, radius, width, color, ax=ax):  # fractions of the range along a 240-degree arc
                 ax.add_patch(Wedge((0, 0), radius, 210 - 240 * f1, 210 - 240 * f0, width=width, color=color))
 
             arc(0, 1, 0.86, 0.24, "#2c3235")

@@ -3,6 +3,7 @@ and the exported traces stay the ones the ratio sampler chose, complete."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections import defaultdict
@@ -34,19 +35,13 @@ RUN_SPANS = ["invoke_agent support", "chat gpt-4o", "chat gpt-4o", "plan", "exec
 def workload(meter, runs: int = RUNS) -> None:
     tracer = meter.tracer_provider.get_tracer("test.app")
     for n in range(runs):
-        root = tracer.start_span("POST /chat") if n % 2 else None
-        token = trace.use_span(root, end_on_exit=True) if root is not None else None
-        if token is not None:
-            token.__enter__()
-        with meter.agent_run("support"):
+        web = tracer.start_as_current_span("POST /chat") if n % 2 else contextlib.nullcontext()
+        with web, meter.agent_run("support"):
             for _ in range(2):
                 with meter.model_call("gpt-4o", provider="openai") as call:
                     call.record_usage(input_tokens=INPUT, output_tokens=OUTPUT)
-            with tracer.start_as_current_span("plan"):
-                with meter.tool_call("search_orders"):
-                    pass
-        if token is not None:
-            token.__exit__(None, None, None)
+            with tracer.start_as_current_span("plan"), meter.tool_call("search_orders"):
+                pass
 
 
 def sampled_stack(sampler):
@@ -172,9 +167,10 @@ def test_the_whole_subtree_of_a_recorded_only_run_is_recorded():
 
 def test_inner_decisions_that_record_stand():
     tracer, exporter = _provider(ParentBased(TraceIdRatioBased(1.0)))
-    with tracer.start_as_current_span("POST /chat"):
-        with tracer.start_as_current_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat"}):
-            pass
+    with tracer.start_as_current_span("POST /chat"), tracer.start_as_current_span(
+        "chat gpt-4o", attributes={"gen_ai.operation.name": "chat"}
+    ):
+        pass
     assert sorted(s.name for s in exporter.get_finished_spans()) == ["POST /chat", "chat gpt-4o"]
 
 
