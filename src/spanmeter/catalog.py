@@ -150,8 +150,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "model", "tokens", (_A, _M), fan_out=("token_type", TOKEN_TYPES)),
     # --- cost ---
     MetricSpec("agent_estimated_cost_dollars", COUNTER, "{USD}",
-               "Estimated cost of model inference in US dollars (the article's counter, as "
-               "Prometheus exposes it).",
+               "Estimated cost of model inference in US dollars, from each call's token usage "
+               "and its model's price (calls without a known price are in "
+               "agent_unpriced_calls_total instead).",
                "model", "cost", (_A, _M), divisor=COST_DIVISOR),
     MetricSpec("agent_cost_per_run_dollars", HISTOGRAM, "{USD}",
                "Estimated cost of one agent run in US dollars (cost per interaction).",
