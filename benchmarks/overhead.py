@@ -248,6 +248,7 @@ def main(argv=None) -> int:
     print(f"spanmeter {spanmeter.__version__}; Python {platform.python_version()} on {platform.machine()}, "
           f"{platform.system()}; {rounds} rounds x {spans} spans, medians")  # fmt: skip
 
+    t0 = time.monotonic()
     r = per_span(spans, rounds)
     base = r["thread"]["plain"]
     print("\n1. Per inference span under an agent run (us; ratio = added cost / span's own cost)")
@@ -269,19 +270,22 @@ def main(argv=None) -> int:
     print(f"   spanmeter's hot path vs naive: {sm_t / (r['thread']['naive'] - base):.2f}x; "
           f"vs article: {sm_t / (r['thread']['article'] - base):.2f}x (lower is cheaper)")
 
+    print(f"   (section 1 took {time.monotonic() - t0:.0f} s)")
     print(f"\n2. Total CPU per span including collection, scrape every 15 s (the benchmark's own "
           f"{r['series']}-series registry: {r['scrape'] * 1000:.2f} ms per scrape)")  # fmt: skip
     for rate in (1, 10, 100, 1000):
         per = sm_p + r["scrape"] * 1e6 / (rate * 15)
         print(f"   {rate:>5} spans/s: {per:7.2f} us per span = {per / r['process']['plain']:.3f}x the span")
+    t0 = time.monotonic()
     cpu, peak, rendered = scrape_cost(10_000)
     print(f"\n3. One scrape of {rendered:,} series: {cpu * 1000:.1f} ms CPU (median of 5), "
-          f"peak {peak:.1f} MiB of Python allocations while rendering")  # fmt: skip
+          f"peak {peak:.1f} MiB of Python allocations while rendering ({time.monotonic() - t0:.0f} s)")  # fmt: skip
 
     total = 200_000 if args.quick else 1_000_000
+    t0 = time.monotonic()
     points = unique_names(total, total // 10)
     print(f"\n4. {total:,} spans with unique model and tool names (limits: model 200, tool 500 values)")
-    print("   " + "  ".join(f"{n // 1000}k: {mib:.2f} MiB" for n, mib in points))
+    print("   " + "  ".join(f"{n // 1000}k: {mib:.2f} MiB" for n, mib in points) + f"  ({time.monotonic() - t0:.0f} s)")
     return 0
 
 

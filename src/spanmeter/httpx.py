@@ -88,16 +88,14 @@ class _Call:
         self.raw_feed = True  # False once httpx's decoder feeds the reader
         self.decoded = False  # httpx's decoder ran (the application reads decoded bytes)
 
-    def feed(self, chunk) -> None:
+    def feed(self, chunk, _time_ns=time.time_ns) -> None:
         """A raw chunk on its way to the application; never raises."""
         try:
+            self.last_ns = _time_ns()
             if self.first is None:
                 self.first = time.perf_counter() - self.started
-            self.last_ns = time.time_ns()
             if self.raw_feed:
-                reader = self.reader
-                if reader.active:
-                    reader.feed(chunk)
+                self.reader.feed(chunk)
         except Exception:  # deliberate: the application's stream comes first
             self.owner._fault()
             self.reader.active = False
@@ -105,9 +103,8 @@ class _Call:
     def feed_decoded(self, data) -> None:
         """Decoded bytes httpx hands to the application; never raises."""
         try:
-            reader = self.reader
-            if reader.active and not self.finished:
-                reader.feed(data)
+            if not self.finished:
+                self.reader.feed(data)
         except Exception:  # deliberate
             self.owner._fault()
             self.reader.active = False
@@ -149,13 +146,13 @@ class _Call:
 
 
 def _set_result(span, result: wire.Result) -> None:
-    set_attr = span.set_attribute
+    attributes = {}
     if result.response_model:
-        set_attr(c.RESPONSE_MODEL, result.response_model)
+        attributes[c.RESPONSE_MODEL] = result.response_model
     if result.response_id:
-        set_attr(c.RESPONSE_ID, result.response_id)
+        attributes[c.RESPONSE_ID] = result.response_id
     if result.finish_reasons:
-        set_attr(c.RESPONSE_FINISH_REASONS, tuple(result.finish_reasons))
+        attributes[c.RESPONSE_FINISH_REASONS] = tuple(result.finish_reasons)
     for key, value in (
         (c.INPUT_TOKENS, result.input_tokens),
         (c.OUTPUT_TOKENS, result.output_tokens),
@@ -164,7 +161,9 @@ def _set_result(span, result: wire.Result) -> None:
         (c.REASONING_TOKENS, result.reasoning_tokens),
     ):
         if value is not None:
-            set_attr(key, value)
+            attributes[key] = value
+    if attributes:
+        span.set_attributes(attributes)  # one lock and one check instead of one per attribute
 
 
 class _Tap:

@@ -37,6 +37,7 @@ A reader never raises on what the server sent: what it cannot use is reported in
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -124,6 +125,7 @@ HOST_PROVIDERS = (
 _API_PROVIDER = {ANTHROPIC_MESSAGES: "anthropic", GEMINI: "gcp.gemini"}
 
 
+@functools.lru_cache(maxsize=1024)  # ten regular expressions per call otherwise; hosts are few
 def provider_for(host: str, api: str) -> str:
     """``gen_ai.provider.name`` of a request to ``host`` in wire format ``api``."""
     for pattern, name in HOST_PROVIDERS:
@@ -531,6 +533,14 @@ def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int 
     apply_document(result, api, wrapper, status)
 
 
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
+_WANTED = {
+    ANTHROPIC_MESSAGES: re.compile(rb"message_|error"),
+    OPENAI_RESPONSES: re.compile(rb"response\.(?:created|completed|incomplete|failed)|error"),
+}
+_WANTED_DEFAULT = re.compile(rb'\[DONE\]|"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
+
+
 class BodyReader:
     """Reads a response body as it passes, bounded; :meth:`finish` gives the :class:`Result`.
 
@@ -561,6 +571,9 @@ class BodyReader:
         self._event = b""
         self._data: list = []
         self._events = 0
+        self._skim = False  # True once an event was read: the fast path in feed() may skip chunks
+        #: search for what a run of whole events may hold that a reader needs (no false negatives)
+        self._wanted = _WANTED.get(api, _WANTED_DEFAULT).search
 
     def feed(self, chunk) -> None:
         if not self.active:
@@ -570,29 +583,24 @@ class BodyReader:
             self.active = False
             self.result.problems.append((FIELD_RESPONSE, "inspection_limit"))
             return
-        if self._inflate is None:
-            self._take(chunk)
+        if self._inflate is not None:
+            try:
+                for part in self._inflate(chunk):
+                    self._take(part)
+            except zlib.error:
+                self.active = False
+                self.result.problems.append((FIELD_RESPONSE, "bad_encoding"))
             return
-        try:
-            for part in self._inflate(chunk):
-                self._take(part)
-        except zlib.error:
-            self.active = False
-            self.result.problems.append((FIELD_RESPONSE, "bad_encoding"))
+        # Fast path, most chunks of a stream (measured per chunk by benchmarks/httpx_overhead.py):
+        # whole events after the first, nothing pending, nothing a reader needs in them.
+        if self._skim and not self._line and not self._data and chunk.endswith(_EVENT_ENDS) \
+                and self._wanted(chunk) is None:
+            return
+        self._take(chunk)
 
     def _take(self, data) -> None:
         if self._doc is not None:
             self._doc.add(data)
-            return
-        # Fast path (most chunks of a stream): whole content-delta events, nothing pending,
-        # nothing a reader needs in them. Anything else goes through the line parser.
-        if (
-            self._events
-            and not self._line
-            and not self._data
-            and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
-            and not self._wanted(data)
-        ):
             return
         # SSE: split into lines; keep the unfinished one (bounded).
         start = 0
@@ -636,16 +644,6 @@ class BodyReader:
             self._event = line[6:].strip()
         # comments (":...") and other fields (id, retry) are ignored
 
-    def _wanted(self, data) -> bool:
-        """Whether a run of whole events may hold something a reader needs (no false negatives)."""
-        api = self.api
-        if api == ANTHROPIC_MESSAGES:
-            return b"message_" in data or b"error" in data
-        if api == OPENAI_RESPONSES:
-            return b"response.created" in data or b"response.completed" in data or b"response.incomplete" in data \
-                or b"response.failed" in data or b"error" in data
-        return b"[DONE]" in data or self._INTERESTING.search(data) is not None
-
     _INTERESTING = re.compile(rb'"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
     _ANTHROPIC_EVENTS = (b"message_start", b"message_delta", b"message_stop", b"error")
     _RESPONSES_EVENTS = (b"response.created", b"response.completed", b"response.incomplete",
@@ -660,6 +658,7 @@ class BodyReader:
             return
         payload = data[0] if len(data) == 1 else b"\n".join(data)
         self._events += 1
+        self._skim = self._doc is None
         api = self.api
         if payload == b"[DONE]":
             self.result.complete = True
