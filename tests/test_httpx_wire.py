@@ -188,6 +188,24 @@ def test_a_large_json_body_keeps_only_its_edges_and_still_reads_model_and_usage(
     assert (r.response_model, r.response_id, r.finish_reasons) == ("gpt-4o", "c9", ["stop"])
 
 
+@pytest.mark.parametrize("api", ["openai_chat", "anthropic_messages", "gemini"])
+def test_a_large_body_reads_the_last_real_usage_and_reason_not_quoted_text_nor_nulls(api):
+    # Its tail is searched from the end: a null reason after the real one is no reason,
+    # and keys quoted inside the content are no keys.
+    decoy = 'he wrote \\"usage\\": {\\"prompt_tokens\\": 999} and \\"finish_reason\\": \\"decoy\\" '
+    usage_key, reason_key, usage = {
+        "openai_chat": ("usage", "finish_reason", {"prompt_tokens": 7, "completion_tokens": 3}),
+        "anthropic_messages": ("usage", "stop_reason", {"input_tokens": 7, "output_tokens": 3}),
+        "gemini": ("usageMetadata", "finishReason", {"promptTokenCount": 7, "candidatesTokenCount": 3}),
+    }[api]
+    text = ('{"id": "c9", "model": "m1", "content": "' + "x" * (DOC_LIMIT + 10) + decoy + '", '
+            f'"{reason_key}": "stop", "other": {{"{reason_key}": null}}, "{usage_key}": {json.dumps(usage)}}}')
+    body = text.encode()
+    assert len(body) > DOC_LIMIT and json.loads(body)
+    r = read(api, body, chunk=4096)
+    assert (r.input_tokens, r.output_tokens, r.finish_reasons) == (7, 3, ["stop"])
+
+
 def test_scanning_stops_at_the_stream_limit_and_an_overlong_line_is_dropped():
     reader = BodyReader("openai_chat", 200, "text/event-stream")
     reader.feed(b"data: " + b"x" * (DOC_LIMIT + 10))

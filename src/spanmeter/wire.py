@@ -472,10 +472,8 @@ class _Edges:
         return bytes(self.head), b"".join(self.tail)[-EDGE:]
 
 
-_KEY_OBJECT_RE = re.compile(rb'(?<!\\)"(usage|usageMetadata)"\s*:\s*\{')
 _ID_RE = re.compile(rb'(?<!\\)"(id|responseId)"\s*:\s*"([^"\\]{1,256})"')
 _MODEL_VERSION_RE = re.compile(rb'(?<!\\)"modelVersion"\s*:\s*"([^"\\]{1,256})"')
-_REASON_RE = re.compile(rb'(?<!\\)"(?:finish_reason|stop_reason|finishReason)"\s*:\s*"([^"\\]{1,64})"')
 
 
 def _balanced_object(data: bytes, start: int) -> bytes | None:
@@ -502,6 +500,30 @@ def _balanced_object(data: bytes, start: int) -> bytes | None:
     return None
 
 
+_REASON_KEYS = (b'"finish_reason"', b'"stop_reason"', b'"finishReason"')
+_USAGE_KEYS = (b'"usage"', b'"usageMetadata"')
+_STRING_VALUE_RE = re.compile(rb'\s*:\s*"([^"\\]{1,64})"')
+_OBJECT_VALUE_RE = re.compile(rb"\s*:\s*\{")
+
+
+def _last_key(data: bytes, keys, value_re):
+    """(key, value match) of the last unescaped ``key`` in ``data`` whose value matches, or None."""
+    best = None
+    for key in keys:
+        end = len(data)
+        while True:
+            pos = data.rfind(key, 0, end)
+            if pos < 0 or (best is not None and pos < best[0]):
+                break
+            if pos == 0 or data[pos - 1] != 0x5C:  # not inside a string (\")
+                m = value_re.match(data, pos + len(key))
+                if m is not None:
+                    best = (pos, key, m)
+                    break
+            end = pos
+    return None if best is None else best[1:]
+
+
 def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int | None) -> None:
     """Read what a document too large to keep says at its edges (model, id, usage)."""
     wrapper = {}
@@ -511,15 +533,17 @@ def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int 
     m = _ID_RE.search(head)
     if m:
         wrapper[m.group(1).decode()] = m.group(2).decode("utf-8", "replace")
-    reasons = [m.group(1).decode("utf-8", "replace") for m in _REASON_RE.finditer(tail)]
-    last = None
-    for m in _KEY_OBJECT_RE.finditer(tail):
-        last = m
-    if last is not None:
-        obj = _balanced_object(tail, last.end() - 1)
+    # The last reason and usage object, searched from the end: scanning the whole tail
+    # forwards cost ~1 ms per large body (benchmarks/httpx_overhead.py, gzip row).
+    found = _last_key(tail, _REASON_KEYS, _STRING_VALUE_RE)
+    reasons = [found[1].group(1).decode("utf-8", "replace")] if found else []
+    found = _last_key(tail, _USAGE_KEYS, _OBJECT_VALUE_RE)
+    if found is not None:
+        key, m = found
+        obj = _balanced_object(tail, m.end() - 1)
         if obj is not None:
             try:
-                wrapper[last.group(1).decode()] = json.loads(obj)
+                wrapper[key.strip(b'"').decode()] = json.loads(obj)
             except ValueError:
                 result.problems.append((FIELD_RESPONSE, "malformed_json"))
     if api == ANTHROPIC_MESSAGES and reasons:
