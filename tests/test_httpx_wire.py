@@ -206,6 +206,22 @@ def test_a_large_body_reads_the_last_real_usage_and_reason_not_quoted_text_nor_n
     assert (r.input_tokens, r.output_tokens, r.finish_reasons) == (7, 3, ["stop"])
 
 
+def test_a_json_body_larger_than_the_stream_limit_is_followed_to_its_usage_at_the_end():
+    # issue 13: a 210 MB body lost its usage; a document's edges cost no parsing to keep
+    head = b'{"id": "c9", "model": "m1", "choices": [{"message": {"content": "'
+    tail = b'"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+    filler = b"x" * (1 << 20)
+    reader = BodyReader("openai_chat", 200, "application/json")
+    reader.feed(head)
+    for _ in range(STREAM_LIMIT // len(filler) + 2):
+        reader.feed(filler)
+    reader.feed(tail)
+    assert reader.seen > STREAM_LIMIT
+    r = reader.finish()
+    assert (r.input_tokens, r.output_tokens, r.response_model, r.finish_reasons) == (7, 3, "m1", ["stop"])
+    assert r.problems == []
+
+
 def test_scanning_stops_at_the_stream_limit_and_an_overlong_line_is_dropped():
     reader = BodyReader("openai_chat", 200, "text/event-stream")
     reader.feed(b"data: " + b"x" * (DOC_LIMIT + 10))

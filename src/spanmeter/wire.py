@@ -28,8 +28,10 @@ Bounds (what "bounded inspection" means here):
   id and the ``usage`` object are taken from them (providers put usage at the end);
 - an SSE stream is scanned line by line (a pending line is held up to
   :data:`DOC_LIMIT`), only the few events that carry model, usage, finish reasons or
-  errors are JSON-decoded, and scanning stops after :data:`STREAM_LIMIT` bytes;
-- compressed bodies are inflated :data:`EDGE` bytes at a time.
+  errors are JSON-decoded, and scanning stops after :data:`STREAM_LIMIT` bytes (a JSON
+  document is followed to its end whatever its size: keeping its edges costs no parsing);
+- compressed bodies are inflated :data:`EDGE` bytes at a time (the httpx hooks give the
+  reader what httpx decoded for the application instead: one inflation).
 
 A reader never raises on what the server sent: what it cannot use is reported in
 :attr:`Result.problems` as ``(field, reason)`` pairs for ``spanmeter_dropped_values_total``.
@@ -558,19 +560,31 @@ def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int 
 
 
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
-_WANTED = {
-    ANTHROPIC_MESSAGES: re.compile(rb"message_|error"),
-    OPENAI_RESPONSES: re.compile(rb"response\.(?:created|completed|incomplete|failed)|error"),
-}
-_WANTED_DEFAULT = re.compile(rb'\[DONE\]|"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
+_INTERESTING = re.compile(rb'"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
+
+
+def _wanted_test(api: str):
+    """Whether a run of whole events may hold something a reader needs (no false negatives).
+
+    Substring tests first: one regular expression with the ``[DONE]`` alternative in it
+    took twice as long per chunk (``benchmarks/httpx_overhead.py``, per streamed chunk).
+    """
+    if api == ANTHROPIC_MESSAGES:
+        return lambda data: b"message_" in data or b"error" in data
+    if api == OPENAI_RESPONSES:
+        return lambda data: (b"response.created" in data or b"response.completed" in data
+                             or b"response.incomplete" in data or b"response.failed" in data or b"error" in data)  # fmt: skip
+    search = _INTERESTING.search
+    return lambda data: b"[DONE]" in data or search(data) is not None
 
 
 class BodyReader:
     """Reads a response body as it passes, bounded; :meth:`finish` gives the :class:`Result`.
 
     ``feed`` is called with each chunk of raw (possibly compressed) bytes and never
-    raises for what the server sent; after :data:`STREAM_LIMIT` bytes ``active`` turns
-    False and the caller stops feeding.
+    raises for what the server sent; after :data:`STREAM_LIMIT` bytes of an SSE stream
+    ``active`` turns False and the caller stops feeding (a JSON document is followed to its
+    end, keeping only its edges).
     """
 
     def __init__(self, api: str, status: int, content_type: str, content_encoding: str = "", stream: bool = False):
@@ -596,14 +610,13 @@ class BodyReader:
         self._data: list = []
         self._events = 0
         self._skim = False  # True once an event was read: the fast path in feed() may skip chunks
-        #: search for what a run of whole events may hold that a reader needs (no false negatives)
-        self._wanted = _WANTED.get(api, _WANTED_DEFAULT).search
+        self._wanted = _wanted_test(api)
 
     def feed(self, chunk) -> None:
         if not self.active:
             return
         self.seen += len(chunk)
-        if self.seen > STREAM_LIMIT:
+        if self.seen > STREAM_LIMIT and self._doc is None:  # a document keeps its edges whatever its size
             self.active = False
             self.result.problems.append((FIELD_RESPONSE, "inspection_limit"))
             return
@@ -618,7 +631,7 @@ class BodyReader:
         # Fast path, most chunks of a stream (measured per chunk by benchmarks/httpx_overhead.py):
         # whole events after the first, nothing pending, nothing a reader needs in them.
         if self._skim and not self._line and not self._data and chunk.endswith(_EVENT_ENDS) \
-                and self._wanted(chunk) is None:
+                and not self._wanted(chunk):
             return
         self._take(chunk)
 
@@ -668,7 +681,6 @@ class BodyReader:
             self._event = line[6:].strip()
         # comments (":...") and other fields (id, retry) are ignored
 
-    _INTERESTING = re.compile(rb'"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
     _ANTHROPIC_EVENTS = (b"message_start", b"message_delta", b"message_stop", b"error")
     _RESPONSES_EVENTS = (b"response.created", b"response.completed", b"response.incomplete",
                          b"response.failed", b"error")  # fmt: skip
@@ -693,7 +705,7 @@ class BodyReader:
         elif api == OPENAI_RESPONSES:
             if event and event not in self._RESPONSES_EVENTS:
                 return
-        elif self._events > 1 and not self._INTERESTING.search(payload):
+        elif self._events > 1 and not _INTERESTING.search(payload):
             return  # a content delta: nothing for metrics in it
         try:
             obj = json.loads(payload)
