@@ -1,7 +1,7 @@
 """CPU added per LLM call by spanmeter and its peers, measured side by side; prints a table.
 
-    python benchmarks/peers.py            # ~10 minutes on 2 busy cores (+1-2 min to build venvs once)
-    python benchmarks/peers.py --quick    # a first look, ~2 minutes
+    python benchmarks/peers.py            # ~6 minutes on 2 busy cores (+1-2 min to build the venvs once)
+    python benchmarks/peers.py --quick    # a first look, ~1 minute
 
 Each set-up runs in a fresh process of its own venv (built under /tmp from the pinned
 lock files in ``benchmarks/locks/``), calling the openai SDK against the fake providers
@@ -264,8 +264,8 @@ def _fmt(us: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 rounds of 1 batch: a first look")
-    parser.add_argument("--rounds", type=int, help="rounds (default 15; --quick 5)")
-    parser.add_argument("--batches", type=int, help="batches per variant per round (default 2; --quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 20; --quick 5)")
+    parser.add_argument("--batches", type=int, help="batches per variant per round (default 3; --quick 1)")
     parser.add_argument("--calls", type=int, default=100, help="calls per batch (half streamed)")
     parser.add_argument("--variants", help="comma-separated subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--venvs", default="/tmp/spanmeter-peers", help="where the venvs are built")
@@ -275,8 +275,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.url, args.sink)
-    rounds = args.rounds or (5 if args.quick else 15)
-    batches = args.batches or (1 if args.quick else 2)
+    rounds = args.rounds or (5 if args.quick else 20)
+    batches = args.batches or (1 if args.quick else 3)
     names = args.variants.split(",") if args.variants else list(VARIANTS)
     for name in names:
         if name not in VARIANTS:
