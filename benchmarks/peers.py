@@ -1,7 +1,7 @@
 """CPU added per LLM call by spanmeter and its peers, measured side by side; prints a table.
 
-    python benchmarks/peers.py            # ~6 minutes on 2 busy cores (+1-2 min to build the venvs once)
-    python benchmarks/peers.py --quick    # a first look, ~1 minute
+    python benchmarks/peers.py            # ~2-4 minutes on 2 busy cores (+1-2 min to build the venvs once)
+    python benchmarks/peers.py --quick    # a first look, ~40 seconds
 
 Each set-up runs in a fresh process of its own venv (built under /tmp from the pinned
 lock files in ``benchmarks/locks/``), calling the openai SDK against the fake providers

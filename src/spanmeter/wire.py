@@ -578,6 +578,9 @@ def _wanted_test(api: str):
     return lambda data: b"[DONE]" in data or search(data) is not None
 
 
+_WANTED_TESTS = {api: _wanted_test(api) for api in APIS}
+
+
 class BodyReader:
     """Reads a response body as it passes, bounded; :meth:`finish` gives the :class:`Result`.
 
@@ -610,7 +613,7 @@ class BodyReader:
         self._data: list = []
         self._events = 0
         self._skim = False  # True once an event was read: the fast path in feed() may skip chunks
-        self._wanted = _wanted_test(api)
+        self._wanted = _WANTED_TESTS.get(api) or _wanted_test(api)
 
     def feed(self, chunk) -> None:
         if not self.active:
