@@ -31,10 +31,10 @@ def _outcome(fn):
         return ("raised", type(exc), str(exc), type(exc.__cause__))
 
 
-def _with_and_without(meter, fn):
+def _with_and_without(meter, fn, http_spans=True):
     """``fn()``'s outcome without spanmeter's hooks, then with them."""
     plain = _outcome(fn)
-    handle = spanmeter.httpx.instrument(meter)
+    handle = spanmeter.httpx.instrument(meter, http_spans=http_spans)
     try:
         hooked = _outcome(fn)
     finally:
@@ -88,15 +88,17 @@ def test_a_gzip_body_is_decoded_for_the_application_and_read_for_usage(meter, pr
     assert (span.attributes["gen_ai.usage.input_tokens"], span.attributes["gen_ai.usage.output_tokens"]) == (77, 7)
 
 
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "genai-only"])
 @pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
 @pytest.mark.parametrize("body", [dict(STREAM, model="gpt-4o-truncated"), dict(CHAT, model="gpt-4o-truncated")],
                          ids=["sse-cut", "json-cut"])  # fmt: skip
-def test_a_broken_stream_raises_the_same_exception_as_without_spanmeter(meter, providers, exporter, module, body):
+def test_a_broken_stream_raises_the_same_exception_as_without_spanmeter(meter, providers, exporter, module, body,
+                                                                       http_spans):  # fmt: skip
     def read_all():
         with module.Client() as client:
             return client.post(providers.url + "/v1/chat/completions", json=body).content
 
-    plain, hooked = _with_and_without(meter, read_all)
+    plain, hooked = _with_and_without(meter, read_all, http_spans)
     assert plain[0] == "raised" and plain[1] is module.RemoteProtocolError
     assert hooked == plain
     (span,) = inference_spans(exporter)
@@ -124,7 +126,8 @@ def test_a_broken_stream_reaches_async_code_and_the_sdk_unchanged(meter, provide
                           error_type="RemoteProtocolError") == 2  # fmt: skip
 
 
-def test_a_request_that_gets_no_response_ends_its_span_with_the_failure(meter, exporter):
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "genai-only"])
+def test_a_request_that_gets_no_response_ends_its_span_with_the_failure(meter, exporter, http_spans):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -133,7 +136,7 @@ def test_a_request_that_gets_no_response_ends_its_span_with_the_failure(meter, e
         with httpx2.Client() as client:
             return client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT)
 
-    plain, hooked = _with_and_without(meter, post)
+    plain, hooked = _with_and_without(meter, post, http_spans)
     assert plain[1] is httpx2.ConnectError and hooked == plain
     (span,) = inference_spans(exporter)
     assert span.attributes["error.type"] == "ConnectError"
