@@ -400,3 +400,24 @@ def test_without_http_spans_it_works_beside_the_http_instrumentation_and_twice_i
     assert scrape().value("model_inference_calls_total", agent_name="unknown", model_id="gpt-4o") == 1
     handle = spanmeter.httpx.instrument(meter)  # uninstrument() left httpx as it was
     handle.uninstrument()
+
+
+def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works_again(meter, providers, exporter):
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
+    original = httpx2.HTTPTransport.__dict__["handle_request"]
+    handle = spanmeter.httpx.instrument(meter, http_spans=False)
+    HTTPX2ClientInstrumentor().instrument(tracer_provider=meter.tracer_provider)  # wraps spanmeter's wrapper
+    client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
+    try:
+        handle.uninstrument()  # cannot unwrap from under the other: it must pass through
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert inference_spans(exporter) == []
+        again = spanmeter.httpx.instrument(meter, http_spans=False)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        again.uninstrument()
+    finally:
+        HTTPX2ClientInstrumentor().uninstrument()
+        assert httpx2.HTTPTransport.__dict__["handle_request"]._spanmeter is handle  # left passing through
+        httpx2.HTTPTransport.handle_request = original  # for the other tests
+    assert len(inference_spans(exporter)) == 1

@@ -119,7 +119,7 @@ class _Call:
             problems = []
             result = None
             if self.reader is not None:
-                if not self.raw_feed and not self.decoded and self.last_ns is not None and problem is None:
+                if not self.raw_feed and not self.decoded and self.first is not None and problem is None:
                     # an encoded body read raw (iter_raw): httpx never decoded it, nor do we
                     problems = [(wire.FIELD_RESPONSE, "encoded_body_read_raw")]
                 result = self.reader.finish()
@@ -293,6 +293,7 @@ class HttpxInstrumentation:
         self.http_spans = http_spans
         self.tracer = trace.get_tracer("spanmeter.httpx", __version__, tracer_provider=meter.tracer_provider)
         self.instrumentors: list = []
+        self.active = True
         self._patched: list = []  # (class, attribute, original, ours)
         self._last_log = -1e9
 
@@ -300,7 +301,7 @@ class HttpxInstrumentation:
     def begin(self, module, request) -> _Call | None:
         """The call a request starts, with its inference span started; None if it is no LLM call."""
         try:
-            if request.method != "POST":
+            if request.method != "POST" or not self.active:
                 return None
             url = request.url
             host, path = url.host, url.path
@@ -418,6 +419,7 @@ class HttpxInstrumentation:
 
     def uninstrument(self) -> None:
         """Remove spanmeter's wrappers (and the HTTP instrumentation it enabled) from httpx and httpx2."""
+        self.active = False  # a wrapper another one wrapped since cannot be removed: it then passes through
         for cls, attribute, original, ours in reversed(self._patched):
             if cls.__dict__.get(attribute) is ours:
                 setattr(cls, attribute, original)
@@ -472,7 +474,8 @@ def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: 
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        if getattr(module.HTTPTransport.handle_request, "_spanmeter", None) is not None:
+        existing = getattr(module.HTTPTransport.handle_request, "_spanmeter", None)
+        if existing is not None and existing.active:
             raise ConfigurationError(
                 f"{module_name} is already instrumented by spanmeter.httpx.instrument(); call uninstrument() "
                 "on the object it returned first"
