@@ -311,9 +311,8 @@ def main(argv=None) -> int:
 
     elapsed = time.monotonic() - started
     base = cpu["none"]
-    import openai
-
-    print(f"openai {openai.__version__}, Python {platform.python_version()}, {os.cpu_count()} cores, load average "
+    pins = dict(line.strip().split("==", 1) for line in (LOCKS / "peers.txt").read_text().splitlines() if "==" in line)
+    print(f"openai {pins.get('openai', '?')}, Python {platform.python_version()}, {os.cpu_count()} cores, load average "
           f"{load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end; {rounds} rounds x {batches} batch(es) x "
           f"{args.calls} calls per set-up (half streamed), {elapsed / 60:.1f} min. CPU of all the process's "
           f"threads per call, microseconds: median (min-max) over batches; added = median of the per-batch "
