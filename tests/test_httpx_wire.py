@@ -121,16 +121,27 @@ def test_gemini_output_includes_thoughts_and_input_the_tool_use_prompt():
     assert (r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cache_read_tokens) == (105, 28, 8, 40)
 
 
+_CHUNK = {"model": "m", "id": "x", "choices": [{"delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
+EVENTS = (("", _CHUNK), ("", dict(_CHUNK, choices=[{"delta": {}, "finish_reason": "stop"}])),
+          ("", dict(_CHUNK, choices=[], usage={"prompt_tokens": 9, "completion_tokens": 4})), ("", b"[DONE]"))
+
+
 def test_an_sse_stream_reads_the_same_whatever_the_chunk_boundaries():
-    chunk = {"model": "m", "id": "x", "choices": [{"delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
-    body = sse(("", chunk), ("", dict(chunk, choices=[{"delta": {}, "finish_reason": "stop"}])),
-               ("", dict(chunk, choices=[], usage={"prompt_tokens": 9, "completion_tokens": 4})), ("", b"[DONE]"),
-               nl=b"\r\n")  # fmt: skip
+    body = sse(*EVENTS, nl=b"\r\n")
     whole = read("openai_chat", body, content_type="text/event-stream")
     for step in (1, 2, 7, 64):
         r = read("openai_chat", body, content_type="text/event-stream", chunk=step)
         assert (r.input_tokens, r.output_tokens, r.finish_reasons, r.complete, r.response_model) == (
             whole.input_tokens, whole.output_tokens, whole.finish_reasons, whole.complete, whole.response_model)
+    # one event per chunk (most servers; a shorter path in the reader), LF and CRLF
+    for nl in (b"\n", b"\r\n"):
+        events = [e + nl + nl for e in sse(*EVENTS, nl=nl).split(nl + nl) if e]
+        reader = BodyReader("openai_chat", 200, "text/event-stream")
+        for event in events:
+            reader.feed(event)
+        r = reader.finish()
+        assert (r.input_tokens, r.output_tokens, r.finish_reasons, r.complete, r.response_model) == (
+            9, 4, ["stop"], True, "m")
     assert (whole.input_tokens, whole.output_tokens, whole.finish_reasons, whole.complete) == (9, 4, ["stop"], True)
 
 

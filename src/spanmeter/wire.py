@@ -636,6 +636,13 @@ class BodyReader:
         if self._skim and not self._line and not self._data and chunk.endswith(_EVENT_ENDS) \
                 and not self._wanted(chunk):
             return
+        # One whole "data:" event and nothing pending (the chunk of most servers): no line split.
+        if self._doc is None and not self._line and not self._event and chunk.startswith(b"data:") \
+                and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and chunk[-3:-2] != b"\r" \
+                and self._data is not None and not self._data and not self._line_too_long:
+            self._data.append(chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2])
+            self._dispatch()
+            return
         self._take(chunk)
 
     def _take(self, data) -> None:
