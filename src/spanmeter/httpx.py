@@ -14,9 +14,9 @@ enables ``opentelemetry-instrumentation-httpx`` (``HTTPXClientInstrumentor`` /
 of the GenAI span, as with the official SDK instrumentations.
 
 ``http_spans=False`` records the GenAI spans alone: no HTTP client span for any request
-and no ``traceparent`` header sent (so no trace continues at an LLM gateway), at about
-half the CPU per call (``benchmarks/peers.py``). The metrics are the same either way:
-they come from the GenAI span.
+and no ``traceparent`` header sent (so no trace continues at an LLM gateway), for less
+than half the CPU per call (the HTTP instrumentation is most of it; ``benchmarks/peers.py``).
+The metrics are the same either way: they come from the GenAI span.
 
 Usage is in the response body, which httpx reads after ``handle_request`` returns, so
 the span ends when the body does. Two pass-through taps, neither copying nor changing
@@ -24,11 +24,12 @@ what the application gets: one on the transport's byte stream (beneath httpx's e
 mapping: the application sees exactly the exception it would see without spanmeter)
 times the body and ends the span when it ends, fails or is closed; the other reads the
 bytes as httpx's content decoder hands them to the application, so a gzip/deflate/br/
-zstd body is decompressed once, by httpx (a body read raw with ``iter_raw()`` is read
-compressed, gzip and deflate only). Both taps guard their own work and never raise. The
+zstd body is decompressed once, by httpx (a compressed body the application reads raw,
+with ``iter_raw()``, is counted without usage: ``encoded_body_read_raw`` in
+``spanmeter_dropped_values_total``). Both taps guard their own work and never raise. The
 inspection is bounded (:mod:`spanmeter.wire`: whole documents up to 128 KiB, else their
-first and last 64 KiB; streams scanned up to 16 MiB; only usage-bearing SSE events
-decoded).
+first and last 64 KiB, whatever their size; streams scanned up to 16 MiB; only
+usage-bearing SSE events decoded).
 
 Span lifetime: the inference span ends when the body ends (duration: request sent to
 last byte), when the request or the body fails (``error.type`` = the exception's class
