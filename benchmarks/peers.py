@@ -151,8 +151,8 @@ def _setup(variant: str, sink: str):
         from prometheus_client import REGISTRY, generate_latest
 
         provider = TracerProvider()
-        OpenAIInstrumentor().instrument(tracer_provider=provider,
-                                        meter_provider=MeterProvider(metric_readers=[PrometheusMetricReader()]))  # fmt: skip
+        meters = MeterProvider(metric_readers=[PrometheusMetricReader()])
+        OpenAIInstrumentor().instrument(tracer_provider=provider, meter_provider=meters)
         return None, provider.force_flush, lambda: generate_latest(REGISTRY)
     if variant == "otel-v2-otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -573,7 +573,8 @@ def _wanted_test(api: str):
         return lambda data: b"message_" in data or b"error" in data
     if api == OPENAI_RESPONSES:
         return lambda data: (b"response.created" in data or b"response.completed" in data
-                             or b"response.incomplete" in data or b"response.failed" in data or b"error" in data)  # fmt: skip
+                             or b"response.incomplete" in data or b"response.failed" in data
+                             or b"error" in data)  # fmt: skip
     search = _INTERESTING.search
     return lambda data: b"[DONE]" in data or search(data) is not None
 
