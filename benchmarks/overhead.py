@@ -1,7 +1,7 @@
 """spanmeter's cost, measured side by side in one process; prints a table.
 
-    python benchmarks/overhead.py            # all sections, ~2 minutes
-    python benchmarks/overhead.py --quick    # fewer rounds and spans
+    python benchmarks/overhead.py            # all sections, ~2 minutes (1 min 51 s on a busy 2-core machine)
+    python benchmarks/overhead.py --quick    # fewer rounds and spans, ~20 seconds
 
 1. Per inference span created and ended under an open agent-run span, medians of paired
    batches (each variant runs in every round, in turn):
@@ -217,8 +217,13 @@ def unique_names(total: int, step: int) -> list[tuple[int, float]]:
     """(spans so far, traced MiB) while spans with unique model and tool names arrive."""
     meter = spanmeter.setup(start_server=False, registry=CollectorRegistry(), tracer_provider=TracerProvider())
     from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import SpanContext
+
+    # One resource for all: without it each ReadableSpan runs the resource detectors (in
+    # a thread pool), ~0.7 ms per span, which made this section take most of 20 minutes.
+    resource = Resource.get_empty()
 
     on_end = meter.processor.on_end
     gc.collect()
@@ -230,7 +235,7 @@ def unique_names(total: int, step: int) -> list[tuple[int, float]]:
                  if kind else {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": f"tool-{n}"})  # fmt: skip
         on_end(ReadableSpan(name="x", context=SpanContext(1, n + 1, False),
                             attributes=BoundedAttributes(attributes=attrs, immutable=True),
-                            start_time=0, end_time=1000))  # fmt: skip
+                            start_time=0, end_time=1000, resource=resource))  # fmt: skip
         if (n + 1) % step == 0:
             meter.processor.drain()
             gc.collect()
@@ -248,6 +253,7 @@ def main(argv=None) -> int:
     print(f"spanmeter {spanmeter.__version__}; Python {platform.python_version()} on {platform.machine()}, "
           f"{platform.system()}; {rounds} rounds x {spans} spans, medians")  # fmt: skip
 
+    t0 = time.monotonic()
     r = per_span(spans, rounds)
     base = r["thread"]["plain"]
     print("\n1. Per inference span under an agent run (us; ratio = added cost / span's own cost)")
@@ -269,19 +275,22 @@ def main(argv=None) -> int:
     print(f"   spanmeter's hot path vs naive: {sm_t / (r['thread']['naive'] - base):.2f}x; "
           f"vs article: {sm_t / (r['thread']['article'] - base):.2f}x (lower is cheaper)")
 
+    print(f"   (section 1 took {time.monotonic() - t0:.0f} s)")
     print(f"\n2. Total CPU per span including collection, scrape every 15 s (the benchmark's own "
           f"{r['series']}-series registry: {r['scrape'] * 1000:.2f} ms per scrape)")  # fmt: skip
     for rate in (1, 10, 100, 1000):
         per = sm_p + r["scrape"] * 1e6 / (rate * 15)
         print(f"   {rate:>5} spans/s: {per:7.2f} us per span = {per / r['process']['plain']:.3f}x the span")
+    t0 = time.monotonic()
     cpu, peak, rendered = scrape_cost(10_000)
     print(f"\n3. One scrape of {rendered:,} series: {cpu * 1000:.1f} ms CPU (median of 5), "
-          f"peak {peak:.1f} MiB of Python allocations while rendering")  # fmt: skip
+          f"peak {peak:.1f} MiB of Python allocations while rendering ({time.monotonic() - t0:.0f} s)")  # fmt: skip
 
     total = 200_000 if args.quick else 1_000_000
+    t0 = time.monotonic()
     points = unique_names(total, total // 10)
     print(f"\n4. {total:,} spans with unique model and tool names (limits: model 200, tool 500 values)")
-    print("   " + "  ".join(f"{n // 1000}k: {mib:.2f} MiB" for n, mib in points))
+    print("   " + "  ".join(f"{n // 1000}k: {mib:.2f} MiB" for n, mib in points) + f"  ({time.monotonic() - t0:.0f} s)")
     return 0
 
 

@@ -49,10 +49,11 @@ def meter(exporter):
     instance.shutdown()
 
 
-@pytest.fixture
-def instrumented(meter):
-    """httpx and httpx2 instrumented with spanmeter's hooks for the duration of a test."""
-    handle = spanmeter.httpx.instrument(meter)
+@pytest.fixture(params=[True, False], ids=["http-spans", "genai-only"])
+def instrumented(meter, request):
+    """httpx and httpx2 instrumented by spanmeter for the duration of a test, in both modes:
+    with the HTTP client spans (the default) and without (``http_spans=False``)."""
+    handle = spanmeter.httpx.instrument(meter, http_spans=request.param)
     yield handle
     handle.uninstrument()
 
@@ -302,7 +303,7 @@ def test_the_http_span_is_not_a_second_inference_and_model_call_is_not_doubled(m
     assert s.value("spanmeter_spans_total", kind="inference") == 2
     assert s.value("model_inference_calls_total", agent_name="unknown", model_id="gpt-4o") == 2
     http_spans = [sp for sp in exporter.get_finished_spans() if sp.name == "POST"]
-    assert len(http_spans) == 2
+    assert len(http_spans) == (2 if instrumented.http_spans else 0)
     assert not any(k.startswith("gen_ai.") for sp in http_spans for k in sp.attributes)
 
 
@@ -314,7 +315,8 @@ def test_requests_that_are_not_model_calls_make_no_inference(meter, instrumented
         client.post(providers.url + "/v1/chat/completions", json=["a", "list"])
     with httpx.Client() as client:
         client.get(providers.url + "/health")
-    assert len([s for s in exporter.get_finished_spans() if s.name in ("GET", "POST")]) == 5  # all traced
+    traced = [s for s in exporter.get_finished_spans() if s.name in ("GET", "POST")]
+    assert len(traced) == (5 if instrumented.http_spans else 0)  # all traced, or none without HTTP spans
     assert inference_spans(exporter) == []
     assert scrape().total("spanmeter_spans_total", kind="inference") == 0
 
@@ -337,3 +339,85 @@ def test_instrument_raises_configuration_errors_up_front(meter):
     spanmeter.shutdown()
     with pytest.raises(spanmeter.ConfigurationError, match=r"spanmeter.configure\(\)"):
         spanmeter.httpx.instrument()
+
+
+# --- HTTP spans or not ---------------------------------------------------------------------
+class _HeaderRecorder(FakeProviders):
+    """The fake providers, also keeping each request's headers."""
+
+    def __init__(self):
+        super().__init__()
+        self.headers_seen: list = []
+        handler = self.RequestHandlerClass
+
+        class Recording(handler):
+            def do_POST(self):
+                self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+                super().do_POST()
+
+        self.RequestHandlerClass = Recording
+
+
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "genai-only"])
+def test_an_llm_call_is_one_inference_span_over_its_http_span_or_alone(meter, exporter, http_spans):
+    with _HeaderRecorder() as server:
+        handle = spanmeter.httpx.instrument(meter, http_spans=http_spans)
+        try:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+            with meter.agent_run("support"):
+                client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        finally:
+            handle.uninstrument()
+    (inference,) = inference_spans(exporter)
+    http = [s for s in exporter.get_finished_spans() if s.name == "POST"]
+    (headers,) = server.headers_seen
+    if http_spans:
+        # as the official SDK instrumentations do: chat span -> HTTP client span, and the
+        # trace goes on at the server with the HTTP span's context
+        (http_span,) = http
+        assert http_span.parent.span_id == inference.context.span_id
+        assert headers["traceparent"].split("-")[2] == format(http_span.context.span_id, "016x")
+    else:
+        assert http == [] and "traceparent" not in headers  # the documented trade-off
+    assert inference.attributes["gen_ai.usage.input_tokens"] == 1200
+
+
+def test_without_http_spans_it_works_beside_the_http_instrumentation_and_twice_is_an_error(meter, providers,
+                                                                                         exporter, scrape):  # fmt: skip
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
+    HTTPX2ClientInstrumentor().instrument(tracer_provider=meter.tracer_provider)
+    handle = spanmeter.httpx.instrument(meter, http_spans=False)
+    try:
+        with pytest.raises(spanmeter.ConfigurationError, match="already instrumented by spanmeter"):
+            spanmeter.httpx.instrument(meter, http_spans=False)
+        client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    finally:
+        handle.uninstrument()
+        HTTPX2ClientInstrumentor().uninstrument()
+    assert len([s for s in exporter.get_finished_spans() if s.name == "POST"]) == 1  # the user's own
+    assert scrape().value("model_inference_calls_total", agent_name="unknown", model_id="gpt-4o") == 1
+    handle = spanmeter.httpx.instrument(meter)  # uninstrument() left httpx as it was
+    handle.uninstrument()
+
+
+def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works_again(meter, providers, exporter):
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
+    original = httpx2.HTTPTransport.__dict__["handle_request"]
+    handle = spanmeter.httpx.instrument(meter, http_spans=False)
+    HTTPX2ClientInstrumentor().instrument(tracer_provider=meter.tracer_provider)  # wraps spanmeter's wrapper
+    client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
+    try:
+        handle.uninstrument()  # cannot unwrap from under the other: it must pass through
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert inference_spans(exporter) == []
+        again = spanmeter.httpx.instrument(meter, http_spans=False)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        again.uninstrument()
+    finally:
+        HTTPX2ClientInstrumentor().uninstrument()
+        assert httpx2.HTTPTransport.__dict__["handle_request"]._spanmeter is handle  # left passing through
+        httpx2.HTTPTransport.handle_request = original  # for the other tests
+    assert len(inference_spans(exporter)) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import json
 import socket
 
@@ -30,10 +31,10 @@ def _outcome(fn):
         return ("raised", type(exc), str(exc), type(exc.__cause__))
 
 
-def _with_and_without(meter, fn):
+def _with_and_without(meter, fn, http_spans=True):
     """``fn()``'s outcome without spanmeter's hooks, then with them."""
     plain = _outcome(fn)
-    handle = spanmeter.httpx.instrument(meter)
+    handle = spanmeter.httpx.instrument(meter, http_spans=http_spans)
     try:
         hooked = _outcome(fn)
     finally:
@@ -87,15 +88,17 @@ def test_a_gzip_body_is_decoded_for_the_application_and_read_for_usage(meter, pr
     assert (span.attributes["gen_ai.usage.input_tokens"], span.attributes["gen_ai.usage.output_tokens"]) == (77, 7)
 
 
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "genai-only"])
 @pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
 @pytest.mark.parametrize("body", [dict(STREAM, model="gpt-4o-truncated"), dict(CHAT, model="gpt-4o-truncated")],
                          ids=["sse-cut", "json-cut"])  # fmt: skip
-def test_a_broken_stream_raises_the_same_exception_as_without_spanmeter(meter, providers, exporter, module, body):
+def test_a_broken_stream_raises_the_same_exception_as_without_spanmeter(meter, providers, exporter, module, body,
+                                                                       http_spans):  # fmt: skip
     def read_all():
         with module.Client() as client:
             return client.post(providers.url + "/v1/chat/completions", json=body).content
 
-    plain, hooked = _with_and_without(meter, read_all)
+    plain, hooked = _with_and_without(meter, read_all, http_spans)
     assert plain[0] == "raised" and plain[1] is module.RemoteProtocolError
     assert hooked == plain
     (span,) = inference_spans(exporter)
@@ -123,7 +126,8 @@ def test_a_broken_stream_reaches_async_code_and_the_sdk_unchanged(meter, provide
                           error_type="RemoteProtocolError") == 2  # fmt: skip
 
 
-def test_a_request_that_gets_no_response_ends_its_span_with_the_failure(meter, exporter):
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "genai-only"])
+def test_a_request_that_gets_no_response_ends_its_span_with_the_failure(meter, exporter, http_spans):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -132,7 +136,7 @@ def test_a_request_that_gets_no_response_ends_its_span_with_the_failure(meter, e
         with httpx2.Client() as client:
             return client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT)
 
-    plain, hooked = _with_and_without(meter, post)
+    plain, hooked = _with_and_without(meter, post, http_spans)
     assert plain[1] is httpx2.ConnectError and hooked == plain
     (span,) = inference_spans(exporter)
     assert span.attributes["error.type"] == "ConnectError"
@@ -231,3 +235,50 @@ def test_a_non_json_body_on_an_llm_path_counts_the_call_without_tokens(meter, pr
     (span,) = inference_spans(exporter)
     assert "gen_ai.usage.input_tokens" not in span.attributes
     assert scrape().value("spanmeter_dropped_values_total", field="llm_response", reason="not_json") == 1
+
+
+# --- compressed bodies: read from what httpx decodes for the application ------------------
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "genai-only"])
+def test_a_gzip_body_through_the_sdks_sync_and_async_counts_the_servers_tokens(meter, providers, exporter, scrape,
+                                                                             http_spans):  # fmt: skip
+    providers.usage = Usage(input=901, output=87, cache_read=300, reasoning=0)
+
+    async def async_call():
+        async with openai.AsyncOpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0) as client:
+            return await client.chat.completions.create(model="gpt-4o-gzip", messages=MESSAGES)
+
+    handle = spanmeter.httpx.instrument(meter, http_spans=http_spans)
+    try:
+        client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-gzip", messages=MESSAGES)
+        async_reply = asyncio.run(async_call())
+        with httpx.Client() as plain:  # httpx 0.x: its decoders return bytes, httpx2's yield them
+            body = plain.post(providers.url + "/v1/chat/completions", json=dict(CHAT, model="gpt-4o-gzip")).json()
+    finally:
+        handle.uninstrument()
+    assert reply.choices[0].message.content == async_reply.choices[0].message.content == "Hello, how can I help?"
+    assert body["usage"]["prompt_tokens"] == 901
+    spans = inference_spans(exporter)
+    assert [(s.attributes["gen_ai.usage.input_tokens"], s.attributes["gen_ai.usage.output_tokens"],
+             s.attributes["gen_ai.usage.cache_read.input_tokens"]) for s in spans] == [(901, 87, 300)] * 3  # fmt: skip
+    assert all(s.attributes["gen_ai.response.model"] == "gpt-4o-gzip-2025-01-01" for s in spans)
+    s = scrape()
+    assert s.value("agent_token_usage_total", model_id="gpt-4o-gzip", token_type="input") == 3 * 901
+    assert s.total("spanmeter_dropped_values_total") == 0
+
+
+def test_a_gzip_body_the_application_reads_raw_reaches_it_compressed_and_counts_the_call(meter, providers,
+                                                                                         exporter, scrape):  # fmt: skip
+    def raw():
+        with httpx2.Client() as client:
+            with client.stream("POST", providers.url + "/v1/chat/completions",
+                               json=dict(CHAT, model="gpt-4o-gzip")) as response:  # fmt: skip
+                return b"".join(response.iter_raw())
+
+    plain, hooked = _with_and_without(meter, raw)
+    assert hooked == plain and gzip.decompress(hooked[1]) == providers.sent[-1]
+    (span,) = inference_spans(exporter)
+    assert "gen_ai.usage.input_tokens" not in span.attributes  # httpx never decoded it, nor did spanmeter
+    s = scrape()
+    assert s.value("model_inference_calls_total", model_id="gpt-4o-gzip") == 1
+    assert s.value("spanmeter_dropped_values_total", field="llm_response", reason="encoded_body_read_raw") == 1

@@ -121,16 +121,27 @@ def test_gemini_output_includes_thoughts_and_input_the_tool_use_prompt():
     assert (r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cache_read_tokens) == (105, 28, 8, 40)
 
 
+_CHUNK = {"model": "m", "id": "x", "choices": [{"delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
+EVENTS = (("", _CHUNK), ("", dict(_CHUNK, choices=[{"delta": {}, "finish_reason": "stop"}])),
+          ("", dict(_CHUNK, choices=[], usage={"prompt_tokens": 9, "completion_tokens": 4})), ("", b"[DONE]"))
+
+
 def test_an_sse_stream_reads_the_same_whatever_the_chunk_boundaries():
-    chunk = {"model": "m", "id": "x", "choices": [{"delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
-    body = sse(("", chunk), ("", dict(chunk, choices=[{"delta": {}, "finish_reason": "stop"}])),
-               ("", dict(chunk, choices=[], usage={"prompt_tokens": 9, "completion_tokens": 4})), ("", b"[DONE]"),
-               nl=b"\r\n")  # fmt: skip
+    body = sse(*EVENTS, nl=b"\r\n")
     whole = read("openai_chat", body, content_type="text/event-stream")
     for step in (1, 2, 7, 64):
         r = read("openai_chat", body, content_type="text/event-stream", chunk=step)
         assert (r.input_tokens, r.output_tokens, r.finish_reasons, r.complete, r.response_model) == (
             whole.input_tokens, whole.output_tokens, whole.finish_reasons, whole.complete, whole.response_model)
+    # one event per chunk (most servers; a shorter path in the reader), LF and CRLF
+    for nl in (b"\n", b"\r\n"):
+        events = [e + nl + nl for e in sse(*EVENTS, nl=nl).split(nl + nl) if e]
+        reader = BodyReader("openai_chat", 200, "text/event-stream")
+        for event in events:
+            reader.feed(event)
+        r = reader.finish()
+        assert (r.input_tokens, r.output_tokens, r.finish_reasons, r.complete, r.response_model) == (
+            9, 4, ["stop"], True, "m")
     assert (whole.input_tokens, whole.output_tokens, whole.finish_reasons, whole.complete) == (9, 4, ["stop"], True)
 
 
@@ -186,6 +197,40 @@ def test_a_large_json_body_keeps_only_its_edges_and_still_reads_model_and_usage(
     r = reader.finish()
     assert (r.input_tokens, r.output_tokens, r.cache_read_tokens) == (7, 3, 2)
     assert (r.response_model, r.response_id, r.finish_reasons) == ("gpt-4o", "c9", ["stop"])
+
+
+@pytest.mark.parametrize("api", ["openai_chat", "anthropic_messages", "gemini"])
+def test_a_large_body_reads_the_last_real_usage_and_reason_not_quoted_text_nor_nulls(api):
+    # Its tail is searched from the end: a null reason after the real one is no reason,
+    # and keys quoted inside the content are no keys.
+    decoy = 'he wrote \\"usage\\": {\\"prompt_tokens\\": 999} and \\"finish_reason\\": \\"decoy\\" '
+    usage_key, reason_key, usage = {
+        "openai_chat": ("usage", "finish_reason", {"prompt_tokens": 7, "completion_tokens": 3}),
+        "anthropic_messages": ("usage", "stop_reason", {"input_tokens": 7, "output_tokens": 3}),
+        "gemini": ("usageMetadata", "finishReason", {"promptTokenCount": 7, "candidatesTokenCount": 3}),
+    }[api]
+    text = ('{"id": "c9", "model": "m1", "content": "' + "x" * (DOC_LIMIT + 10) + decoy + '", '
+            f'"{reason_key}": "stop", "other": {{"{reason_key}": null}}, "{usage_key}": {json.dumps(usage)}}}')
+    body = text.encode()
+    assert len(body) > DOC_LIMIT and json.loads(body)
+    r = read(api, body, chunk=4096)
+    assert (r.input_tokens, r.output_tokens, r.finish_reasons) == (7, 3, ["stop"])
+
+
+def test_a_json_body_larger_than_the_stream_limit_is_followed_to_its_usage_at_the_end():
+    # issue 13: a 210 MB body lost its usage; a document's edges cost no parsing to keep
+    head = b'{"id": "c9", "model": "m1", "choices": [{"message": {"content": "'
+    tail = b'"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+    filler = b"x" * (1 << 20)
+    reader = BodyReader("openai_chat", 200, "application/json")
+    reader.feed(head)
+    for _ in range(STREAM_LIMIT // len(filler) + 2):
+        reader.feed(filler)
+    reader.feed(tail)
+    assert reader.seen > STREAM_LIMIT
+    r = reader.finish()
+    assert (r.input_tokens, r.output_tokens, r.response_model, r.finish_reasons) == (7, 3, "m1", ["stop"])
+    assert r.problems == []
 
 
 def test_scanning_stops_at_the_stream_limit_and_an_overlong_line_is_dropped():

@@ -4,45 +4,47 @@
     meter = spanmeter.configure(service_name="support-bot")
     spanmeter.httpx.instrument(meter)      # every OpenAI / Anthropic / Gemini call counts
 
-:func:`instrument` enables ``opentelemetry-instrumentation-httpx``
-(``HTTPXClientInstrumentor`` for ``httpx``, ``HTTPX2ClientInstrumentor`` for ``httpx2``,
-which openai 3.x and anthropic 2.x use) with hooks that recognise LLM requests by path
-and body (:mod:`spanmeter.wire`, user rules first) and turn each into a GenAI
-inference span that spanmeter's processor counts.
+:func:`instrument` wraps the transports' ``handle_request`` / ``handle_async_request``
+of ``httpx`` and ``httpx2`` (which openai 3.x and anthropic 2.x use), recognises LLM
+requests by method, path and body (:mod:`spanmeter.wire`, user rules first) and records
+each as a GenAI inference span (``chat {model}``, ``generate_content``, ``embeddings``,
+``text_completion``; kind CLIENT) that spanmeter's processor counts. By default it also
+enables ``opentelemetry-instrumentation-httpx`` (``HTTPXClientInstrumentor`` /
+``HTTPX2ClientInstrumentor``), whose HTTP client span of an LLM call is then a child
+of the GenAI span, as with the official SDK instrumentations.
 
-Design (why a child span, not attributes on the HTTP span): the instrumentation ends
-the HTTP client span inside ``HTTPTransport.handle_request``, as soon as the response
-headers are in, and httpx reads the body after that, for a JSON body
-(``Client.send`` calls ``response.read()``) as well as for a stream. Usage is in the
-body, so it can never be written on the HTTP span. The request hook therefore starts a
-``chat {model}`` (or ``generate_content``/``embeddings``/``text_completion``) CLIENT
-span as a child of the HTTP span, and a pass-through tap on the response stream ends it
-when the body is exhausted, fails or is closed. The HTTP span carries no
-``gen_ai.operation.name`` and is never counted as an inference.
+``http_spans=False`` records the GenAI spans alone: no HTTP client span for any request
+and no ``traceparent`` header sent (so no trace continues at an LLM gateway), for less
+than half the CPU per call (the HTTP instrumentation is most of it; ``benchmarks/peers.py``).
+The metrics are the same either way: they come from the GenAI span.
 
-The tap sits in place of the transport stream's inner byte iterator, beneath httpx's
-exception mapping and content decoding: chunks reach the application unchanged and
-uncopied, an exception from the connection passes through untouched (so the application
-sees exactly the exception it would see without spanmeter), and the tap's own work is
-guarded so that it never raises. It inspects a bounded number of bytes
-(:mod:`spanmeter.wire`: whole documents up to 128 KiB, else their first and last 64 KiB;
-streams scanned up to 16 MiB; only usage-bearing SSE events decoded).
+Usage is in the response body, which httpx reads after ``handle_request`` returns, so
+the span ends when the body does. Two pass-through taps, neither copying nor changing
+what the application gets: one on the transport's byte stream (beneath httpx's exception
+mapping: the application sees exactly the exception it would see without spanmeter)
+times the body and ends the span when it ends, fails or is closed; the other reads the
+bytes as httpx's content decoder hands them to the application, so a gzip/deflate/br/
+zstd body is decompressed once, by httpx (a compressed body the application reads raw,
+with ``iter_raw()``, is counted without usage: ``encoded_body_read_raw`` in
+``spanmeter_dropped_values_total``). Both taps guard their own work and never raise. The
+inspection is bounded (:mod:`spanmeter.wire`: whole documents up to 128 KiB, else their
+first and last 64 KiB, whatever their size; streams scanned up to 16 MiB; only
+usage-bearing SSE events decoded).
 
 Span lifetime: the inference span ends when the body ends (duration: request sent to
-last byte), when the connection fails (``error.type`` = the exception's class name),
-when the application closes the response early (what was read so far; counted as
+last byte), when the request or the body fails (``error.type`` = the exception's class
+name), when the application closes the response early (what was read so far; counted as
 ``closed_early`` in ``spanmeter_dropped_values_total``), or, for a response the
 application neither reads to the end nor closes, when the response is garbage-collected,
-with the time of the last byte seen as its end (``abandoned``). A request that fails
-before any response ends it at once with the failure's type.
+with the time of the last byte seen as its end (``abandoned``).
 
-Counted once: a request made under an open inference span (``spanmeter.model_call``, or
-an SDK instrumentation's ``chat`` span) is already measured by that span, and gets no
+Counted once: a request made while an inference span is current (``spanmeter.model_call``,
+or an SDK instrumentation's ``chat`` span) is already measured by that span, and gets no
 second one. Provider errors: ``error.type`` from the error body (``rate_limit_exceeded``,
 ``rate_limit_error``, ``overloaded_error``, ``RESOURCE_EXHAUSTED``,
 ``context_length_exceeded``), else the HTTP status (``429``, ``529``...).
 
-The instrumentation's own HTTP metrics are not recorded (it gets a no-op meter
+The HTTP instrumentation's own metrics are not recorded (it gets a no-op meter
 provider): spanmeter's metrics come from spans.
 """
 
@@ -52,9 +54,9 @@ import importlib
 import logging
 import time
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from spanmeter import __version__, wire
@@ -66,66 +68,14 @@ __all__ = ["HttpxInstrumentation", "Rule", "instrument"]
 Rule = wire.Rule
 _log = logging.getLogger("spanmeter")
 _INFERENCE_OPS = frozenset(op for op, kind in c.OPERATION_KINDS.items() if kind == c.KIND_INFERENCE)
-_MAX_TRACKED = 100_000
-
-
-class _Tracker(SpanProcessor):
-    """Open inference spans (to count a call once), and calls awaiting a response.
-
-    A call whose HTTP span ends without the response hook having run (the request failed
-    before a response) is ended here, with the HTTP span's failure.
-    """
-
-    def __init__(self):
-        self.active = True
-        self.open_inferences: dict[int, None] = {}
-        self.pending: dict[int, _Call] = {}
-
-    def on_start(self, span, parent_context=None) -> None:
-        if not self.active:
-            return
-        try:
-            attrs = span.attributes
-            if attrs and attrs.get(c.OPERATION_NAME) in _INFERENCE_OPS:
-                if len(self.open_inferences) >= _MAX_TRACKED:  # spans that never end
-                    self.open_inferences.clear()
-                self.open_inferences[span.context.span_id] = None
-        except Exception:  # deliberate: never break the application
-            pass
-
-    def on_end(self, span) -> None:
-        try:
-            if self.open_inferences:
-                self.open_inferences.pop(span.context.span_id, None)
-            if self.pending:
-                call = self.pending.pop(span.context.span_id, None)
-                if call is not None:
-                    call.finish(error_type=_failure_of(span))
-        except Exception:  # deliberate: never break the application
-            pass
-
-    def shutdown(self) -> None:
-        self.active = False
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-def _failure_of(span) -> str:
-    """``error.type`` of an HTTP span that ended without a response."""
-    attrs = span.attributes or {}
-    if attrs.get(c.ERROR_TYPE):
-        return str(attrs[c.ERROR_TYPE])
-    for event in span.events or ():
-        if event.name == "exception" and event.attributes and event.attributes.get("exception.type"):
-            return str(event.attributes["exception.type"]).rsplit(".", 1)[-1]
-    return c.ERROR_OTHER
+_CLOSED_EARLY = (wire.FIELD_RESPONSE, "closed_early")
 
 
 class _Call:
     """One LLM call in flight: its inference span and the reader of its response."""
 
-    __slots__ = ("span", "request", "owner", "reader", "started", "first", "last_ns", "status", "finished")
+    __slots__ = ("span", "request", "owner", "reader", "started", "first", "last_ns", "finished", "raw_feed",
+                 "decoded")  # fmt: skip
 
     def __init__(self, span, request: wire.Request, owner: HttpxInstrumentation):
         self.span = span
@@ -135,19 +85,28 @@ class _Call:
         self.started = time.perf_counter()
         self.first = None
         self.last_ns = None
-        self.status = None
         self.finished = False
+        self.raw_feed = True  # False once httpx's decoder feeds the reader
+        self.decoded = False  # httpx's decoder ran (the application reads decoded bytes)
 
-    def feed(self, chunk) -> None:
-        """A chunk on its way to the application; never raises."""
+    def feed(self, chunk, _time_ns=time.time_ns) -> None:
+        """A raw chunk on its way to the application; never raises."""
         try:
+            self.last_ns = _time_ns()
             if self.first is None:
                 self.first = time.perf_counter() - self.started
-            self.last_ns = time.time_ns()
-            reader = self.reader
-            if reader.active:
-                reader.feed(chunk)
+            if self.raw_feed:
+                self.reader.feed(chunk)
         except Exception:  # deliberate: the application's stream comes first
+            self.owner._fault()
+            self.reader.active = False
+
+    def feed_decoded(self, data) -> None:
+        """Decoded bytes httpx hands to the application; never raises."""
+        try:
+            if not self.finished:
+                self.reader.feed(data)
+        except Exception:  # deliberate
             self.owner._fault()
             self.reader.active = False
 
@@ -161,8 +120,11 @@ class _Call:
             problems = []
             result = None
             if self.reader is not None:
+                if not self.raw_feed and not self.decoded and self.first is not None and problem is None:
+                    # an encoded body read raw (iter_raw): httpx never decoded it, nor do we
+                    problems = [(wire.FIELD_RESPONSE, "encoded_body_read_raw")]
                 result = self.reader.finish()
-                problems = result.problems
+                problems = result.problems + problems
             if problem is not None and not (result is not None and result.complete):
                 problems = problems + [problem]
             if result is not None:
@@ -185,13 +147,13 @@ class _Call:
 
 
 def _set_result(span, result: wire.Result) -> None:
-    set_attr = span.set_attribute
+    attributes = {}
     if result.response_model:
-        set_attr(c.RESPONSE_MODEL, result.response_model)
+        attributes[c.RESPONSE_MODEL] = result.response_model
     if result.response_id:
-        set_attr(c.RESPONSE_ID, result.response_id)
+        attributes[c.RESPONSE_ID] = result.response_id
     if result.finish_reasons:
-        set_attr(c.RESPONSE_FINISH_REASONS, tuple(result.finish_reasons))
+        attributes[c.RESPONSE_FINISH_REASONS] = tuple(result.finish_reasons)
     for key, value in (
         (c.INPUT_TOKENS, result.input_tokens),
         (c.OUTPUT_TOKENS, result.output_tokens),
@@ -200,7 +162,9 @@ def _set_result(span, result: wire.Result) -> None:
         (c.REASONING_TOKENS, result.reasoning_tokens),
     ):
         if value is not None:
-            set_attr(key, value)
+            attributes[key] = value
+    if attributes:
+        span.set_attributes(attributes)  # one lock and one check instead of one per attribute
 
 
 class _Tap:
@@ -220,7 +184,7 @@ class _Tap:
                 feed(chunk)
                 yield chunk
         except GeneratorExit:
-            call.finish(problem=(wire.FIELD_RESPONSE, "closed_early"))
+            call.finish(problem=_CLOSED_EARLY)
             raise
         except BaseException as exc:
             call.finish(error_type=type(exc).__qualname__)
@@ -233,7 +197,7 @@ class _Tap:
             if close is not None:
                 close()
         finally:
-            self._call.finish(problem=(wire.FIELD_RESPONSE, "closed_early"))
+            self._call.finish(problem=_CLOSED_EARLY)
 
     def __del__(self):
         try:
@@ -259,7 +223,7 @@ class _AsyncTap:
                 feed(chunk)
                 yield chunk
         except GeneratorExit:
-            call.finish(problem=(wire.FIELD_RESPONSE, "closed_early"))
+            call.finish(problem=_CLOSED_EARLY)
             raise
         except BaseException as exc:
             call.finish(error_type=type(exc).__qualname__)
@@ -272,7 +236,7 @@ class _AsyncTap:
             if aclose is not None:
                 await aclose()
         finally:
-            self._call.finish(problem=(wire.FIELD_RESPONSE, "closed_early"))
+            self._call.finish(problem=_CLOSED_EARLY)
 
     def __del__(self):
         try:
@@ -281,92 +245,165 @@ class _AsyncTap:
             pass
 
 
-class _Hooks:
-    """The four hooks for one client module (``httpx`` or ``httpx2``)."""
+class _DecodedTap:
+    """Stands in for a response's content decoder: what it decodes also goes to the call.
 
-    def __init__(self, owner: HttpxInstrumentation, module):
-        self.owner = owner
-        self.byte_stream = module.ByteStream
+    httpx's decoders return bytes, httpx2's yield them: both are passed on unchanged.
+    """
 
-    def request(self, span, info) -> None:
+    __slots__ = ("_inner", "_call")
+
+    def __init__(self, inner, call: _Call):
+        self._inner = inner
+        self._call = call
+
+    def decode(self, data):
+        out = self._inner.decode(data)
+        self._call.decoded = True
+        if out.__class__ is bytes:
+            if out:
+                self._call.feed_decoded(out)
+            return out
+        return self._relay(out)
+
+    def flush(self):
+        out = self._inner.flush()
+        if out.__class__ is bytes:
+            if out:
+                self._call.feed_decoded(out)
+            return out
+        return self._relay(out)
+
+    def _relay(self, parts):
+        feed = self._call.feed_decoded
+        for part in parts:
+            if part:
+                feed(part)
+            yield part
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class HttpxInstrumentation:
+    """What :func:`instrument` enabled; :meth:`uninstrument` turns it off."""
+
+    def __init__(self, meter, matcher: wire.Matcher, http_spans: bool = True):
+        self.meter = meter
+        self.matcher = matcher
+        self.http_spans = http_spans
+        self.tracer = trace.get_tracer("spanmeter.httpx", __version__, tracer_provider=meter.tracer_provider)
+        self.instrumentors: list = []
+        self.active = True
+        self._patched: list = []  # (class, attribute, original, ours)
+        self._last_log = -1e9
+
+    # --- per request -----------------------------------------------------------------
+    def begin(self, module, request) -> _Call | None:
+        """The call a request starts, with its inference span started; None if it is no LLM call."""
         try:
-            if info[0] != b"POST":
-                return
-            owner = self.owner
-            url = info[1]
+            if request.method != "POST" or not self.active:
+                return None
+            url = request.url
             host, path = url.host, url.path
-            rule = owner.matcher.match(host, path)
+            rule = self.matcher.match(host, path)
             if rule is None:
-                return
+                return None
+            current = trace.get_current_span()
+            if current.is_recording():
+                attrs = getattr(current, "attributes", None)
+                if attrs and attrs.get(c.OPERATION_NAME) in _INFERENCE_OPS:
+                    return None  # an outer inference span already measures this call
             body = None
-            stream = info[3]
-            if isinstance(stream, self.byte_stream):  # bytes already in memory: safe to read
+            stream = request.stream
+            if isinstance(stream, module.ByteStream):  # bytes already in memory: safe to read
                 body = b"".join(stream)
-            request = wire.parse_request(rule, host, path, body)
-            if request is None:
-                return
-            parent = span.parent
-            if parent is not None and parent.span_id in owner.tracker.open_inferences:
-                return  # an outer inference span already measures this call
+            parsed = wire.parse_request(rule, host, path, body)
+            if parsed is None:
+                return None
             attributes = {
-                c.OPERATION_NAME: request.operation,
-                c.PROVIDER_NAME: request.provider,
-                c.REQUEST_STREAM: request.stream,
+                c.OPERATION_NAME: parsed.operation,
+                c.PROVIDER_NAME: parsed.provider,
+                c.REQUEST_STREAM: parsed.stream,
             }
-            if request.model:
-                attributes[c.REQUEST_MODEL] = request.model
-            name = f"{request.operation} {request.model}" if request.model else request.operation
-            gen_span = owner.tracer.start_span(
-                name, context=trace.set_span_in_context(span), kind=SpanKind.CLIENT, attributes=attributes
-            )
-            owner.tracker.pending[span.get_span_context().span_id] = _Call(gen_span, request, owner)
+            if parsed.model:
+                attributes[c.REQUEST_MODEL] = parsed.model
+            name = f"{parsed.operation} {parsed.model}" if parsed.model else parsed.operation
+            span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+            return _Call(span, parsed, self)
         except Exception:  # deliberate: never break the application's request
-            self.owner._fault()
+            self._fault()
+            return None
 
-    def response(self, span, info, response, tap=_Tap) -> None:
-        owner = self.owner
-        if not owner.tracker.pending:
-            return
-        call = owner.tracker.pending.pop(span.get_span_context().span_id, None)
-        if call is None:
-            return
+    def respond(self, call: _Call, response, tap) -> None:
+        """Tap ``response``'s body for ``call``; never raises."""
         try:
-            status, headers, stream = response[0], response[1], response[2]
-            call.status = status
+            headers = response.headers
             call.last_ns = time.time_ns()
-            call.reader = wire.BodyReader(
-                call.request.api,
-                status,
-                headers.get("content-type", "") if headers is not None else "",
-                headers.get("content-encoding", "") if headers is not None else "",
-                call.request.stream,
-            )
+            encoding = headers.get("content-encoding", "")
+            if encoding:
+                get_decoder = getattr(response, "_get_content_decoder", None)
+                if get_decoder is not None:  # read what httpx decodes, not the raw bytes
+                    response._decoder = _DecodedTap(get_decoder(), call)
+                    call.raw_feed = False
+                    encoding = ""
+            call.reader = wire.BodyReader(call.request.api, response.status_code, headers.get("content-type", ""),
+                                          encoding, call.request.stream)  # fmt: skip
+            stream = response.stream
             inner = getattr(stream, "_httpcore_stream", None)
             if inner is None:  # not the transport stream we know: measure without the body
                 call.finish(problem=(wire.FIELD_RESPONSE, "unreadable_stream"))
                 return
             stream._httpcore_stream = tap(inner, call)
         except Exception:  # deliberate
-            owner._fault()
+            self._fault()
             call.finish()
 
-    async def async_request(self, span, info) -> None:
-        self.request(span, info)
+    def _wrap(self, module, cls, attribute: str, is_async: bool):
+        original = getattr(cls, attribute)
+        begin, respond = self.begin, self.respond
+        # With HTTP spans, the GenAI span is made current so that the HTTP span is its child.
+        current = self.http_spans
 
-    async def async_response(self, span, info, response) -> None:
-        self.response(span, info, response, _AsyncTap)
+        if is_async:
 
+            async def handle(transport, request):
+                call = begin(module, request)
+                if call is None:
+                    return await original(transport, request)
+                token = otel_context.attach(trace.set_span_in_context(call.span)) if current else None
+                try:
+                    response = await original(transport, request)
+                except BaseException as exc:
+                    call.finish(error_type=type(exc).__qualname__)
+                    raise
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
+                respond(call, response, _AsyncTap)
+                return response
 
-class HttpxInstrumentation:
-    """What :func:`instrument` enabled; :meth:`uninstrument` turns it off."""
+        else:
 
-    def __init__(self, meter, matcher: wire.Matcher):
-        self.meter = meter
-        self.matcher = matcher
-        self.tracer = trace.get_tracer("spanmeter.httpx", __version__, tracer_provider=meter.tracer_provider)
-        self.tracker = _Tracker()
-        self.instrumentors: list = []
-        self._last_log = -1e9
+            def handle(transport, request):
+                call = begin(module, request)
+                if call is None:
+                    return original(transport, request)
+                token = otel_context.attach(trace.set_span_in_context(call.span)) if current else None
+                try:
+                    response = original(transport, request)
+                except BaseException as exc:
+                    call.finish(error_type=type(exc).__qualname__)
+                    raise
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
+                respond(call, response, _Tap)
+                return response
+
+        handle._spanmeter = self
+        setattr(cls, attribute, handle)
+        self._patched.append((cls, attribute, original, handle))
 
     def _drop(self, field_reason) -> None:
         self.meter.state.count("drops", field_reason)
@@ -382,22 +419,31 @@ class HttpxInstrumentation:
             pass
 
     def uninstrument(self) -> None:
-        """Remove the hooks (and the instrumentation) from httpx and httpx2."""
+        """Remove spanmeter's wrappers (and the HTTP instrumentation it enabled) from httpx and httpx2."""
+        self.active = False  # a wrapper another one wrapped since cannot be removed: it then passes through
+        for cls, attribute, original, ours in reversed(self._patched):
+            if cls.__dict__.get(attribute) is ours:
+                setattr(cls, attribute, original)
+        self._patched = []
         for instrumentor in self.instrumentors:
             instrumentor.uninstrument()
         self.instrumentors = []
-        self.tracker.active = False
-        self.tracker.open_inferences.clear()
 
 
-def instrument(meter=None, *, rules=(), default_rules: bool = True) -> HttpxInstrumentation:
+_TRANSPORTS = (("HTTPTransport", "handle_request", False), ("AsyncHTTPTransport", "handle_async_request", True))
+
+
+def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: bool = True) -> HttpxInstrumentation:
     """Measure every LLM call made with ``httpx`` or ``httpx2`` clients, sync and async.
 
     ``meter``: the :class:`spanmeter.Spanmeter` whose tracer provider and state to use
     (the one :func:`spanmeter.configure` made if None). ``rules``: extra
     :class:`spanmeter.wire.Rule` objects, tried before the built-in ones
-    (``default_rules=False`` drops those). Raises :class:`spanmeter.ConfigurationError`
-    when a requirement is missing or httpx is already instrumented without these hooks.
+    (``default_rules=False`` drops those). ``http_spans=False``: GenAI spans only, no
+    HTTP client spans and no ``traceparent`` header (about half the CPU per call; the
+    same metrics). Raises :class:`spanmeter.ConfigurationError` when a requirement is
+    missing or httpx is already instrumented (by spanmeter, or by the HTTP
+    instrumentation when ``http_spans`` is on).
     """
     if meter is None:
         from spanmeter import config
@@ -408,51 +454,56 @@ def instrument(meter=None, *, rules=(), default_rules: bool = True) -> HttpxInst
                 "spanmeter.httpx.instrument() needs a running spanmeter: call spanmeter.configure() "
                 "first, or pass meter=spanmeter.setup(...)"
             )
-    try:
-        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"spanmeter.httpx needs opentelemetry-instrumentation-httpx ({exc}); install it with "
-            "pip install '.[httpx]' from a spanmeter checkout, 'spanmeter[httpx]' once published"
-        ) from None
+    instrumentor_classes = {}
+    if http_spans:
+        try:
+            from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"spanmeter.httpx needs opentelemetry-instrumentation-httpx for HTTP spans ({exc}); install it "
+                "with pip install '.[httpx]' from a spanmeter checkout ('spanmeter[httpx]' once published), or pass "
+                "http_spans=False"
+            ) from None
+        instrumentor_classes = {"httpx": HTTPXClientInstrumentor, "httpx2": HTTPX2ClientInstrumentor}
     try:
         matcher = wire.Matcher(rules, defaults=default_rules)
     except ValueError as exc:
         raise ConfigurationError(f"rules: {exc}") from None
 
     targets = []
-    for cls, module_name in ((HTTPXClientInstrumentor, "httpx"), (HTTPX2ClientInstrumentor, "httpx2")):
+    for module_name in ("httpx", "httpx2"):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        instrumentor = cls()
-        if instrumentor.is_instrumented_by_opentelemetry:
+        existing = getattr(module.HTTPTransport.handle_request, "_spanmeter", None)
+        if existing is not None and existing.active:
             raise ConfigurationError(
-                f"{module_name} is already instrumented by {cls.__name__} without spanmeter's hooks; "
-                f"call {cls.__name__}().uninstrument() first (spanmeter.httpx.instrument() enables it)"
+                f"{module_name} is already instrumented by spanmeter.httpx.instrument(); call uninstrument() "
+                "on the object it returned first"
             )
-        targets.append((instrumentor, module, cls.__name__))
+        cls = instrumentor_classes.get(module_name)
+        instrumentor = cls() if cls is not None else None
+        if instrumentor is not None and instrumentor.is_instrumented_by_opentelemetry:
+            raise ConfigurationError(
+                f"{module_name} is already instrumented by {cls.__name__}; call {cls.__name__}().uninstrument() "
+                "first (spanmeter.httpx.instrument() enables it), or pass http_spans=False"
+            )
+        targets.append((module, instrumentor))
     if not targets:
         raise ConfigurationError("spanmeter.httpx found neither httpx nor httpx2 installed: nothing to measure")
 
-    owner = HttpxInstrumentation(meter, matcher)
-    meter.tracer_provider.add_span_processor(owner.tracker)
-    for instrumentor, module, name in targets:
-        hooks = _Hooks(owner, module)
-        instrumentor.instrument(
-            tracer_provider=meter.tracer_provider,
-            meter_provider=NoOpMeterProvider(),
-            request_hook=hooks.request,
-            response_hook=hooks.response,
-            async_request_hook=hooks.async_request,
-            async_response_hook=hooks.async_response,
-        )
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            owner.uninstrument()
-            raise ConfigurationError(
-                f"{name} refused to instrument {module.__name__} (a version conflict: see the "
-                "opentelemetry-instrumentation warning above)"
-            )
-        owner.instrumentors.append(instrumentor)
+    owner = HttpxInstrumentation(meter, matcher, http_spans)
+    for module, instrumentor in targets:
+        if instrumentor is not None:
+            instrumentor.instrument(tracer_provider=meter.tracer_provider, meter_provider=NoOpMeterProvider())
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                owner.uninstrument()
+                raise ConfigurationError(
+                    f"{type(instrumentor).__name__} refused to instrument {module.__name__} (a version conflict: "
+                    "see the opentelemetry-instrumentation warning above)"
+                )
+            owner.instrumentors.append(instrumentor)
+        for class_name, attribute, is_async in _TRANSPORTS:  # after the HTTP instrumentation: outermost
+            owner._wrap(module, getattr(module, class_name), attribute, is_async)
     return owner

@@ -28,8 +28,10 @@ Bounds (what "bounded inspection" means here):
   id and the ``usage`` object are taken from them (providers put usage at the end);
 - an SSE stream is scanned line by line (a pending line is held up to
   :data:`DOC_LIMIT`), only the few events that carry model, usage, finish reasons or
-  errors are JSON-decoded, and scanning stops after :data:`STREAM_LIMIT` bytes;
-- compressed bodies are inflated :data:`EDGE` bytes at a time.
+  errors are JSON-decoded, and scanning stops after :data:`STREAM_LIMIT` bytes (a JSON
+  document is followed to its end whatever its size: keeping its edges costs no parsing);
+- compressed bodies are inflated :data:`EDGE` bytes at a time (the httpx hooks give the
+  reader what httpx decoded for the application instead: one inflation).
 
 A reader never raises on what the server sent: what it cannot use is reported in
 :attr:`Result.problems` as ``(field, reason)`` pairs for ``spanmeter_dropped_values_total``.
@@ -37,6 +39,7 @@ A reader never raises on what the server sent: what it cannot use is reported in
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -124,6 +127,7 @@ HOST_PROVIDERS = (
 _API_PROVIDER = {ANTHROPIC_MESSAGES: "anthropic", GEMINI: "gcp.gemini"}
 
 
+@functools.lru_cache(maxsize=1024)  # ten regular expressions per call otherwise; hosts are few
 def provider_for(host: str, api: str) -> str:
     """``gen_ai.provider.name`` of a request to ``host`` in wire format ``api``."""
     for pattern, name in HOST_PROVIDERS:
@@ -470,10 +474,8 @@ class _Edges:
         return bytes(self.head), b"".join(self.tail)[-EDGE:]
 
 
-_KEY_OBJECT_RE = re.compile(rb'(?<!\\)"(usage|usageMetadata)"\s*:\s*\{')
 _ID_RE = re.compile(rb'(?<!\\)"(id|responseId)"\s*:\s*"([^"\\]{1,256})"')
 _MODEL_VERSION_RE = re.compile(rb'(?<!\\)"modelVersion"\s*:\s*"([^"\\]{1,256})"')
-_REASON_RE = re.compile(rb'(?<!\\)"(?:finish_reason|stop_reason|finishReason)"\s*:\s*"([^"\\]{1,64})"')
 
 
 def _balanced_object(data: bytes, start: int) -> bytes | None:
@@ -500,6 +502,30 @@ def _balanced_object(data: bytes, start: int) -> bytes | None:
     return None
 
 
+_REASON_KEYS = (b'"finish_reason"', b'"stop_reason"', b'"finishReason"')
+_USAGE_KEYS = (b'"usage"', b'"usageMetadata"')
+_STRING_VALUE_RE = re.compile(rb'\s*:\s*"([^"\\]{1,64})"')
+_OBJECT_VALUE_RE = re.compile(rb"\s*:\s*\{")
+
+
+def _last_key(data: bytes, keys, value_re):
+    """(key, value match) of the last unescaped ``key`` in ``data`` whose value matches, or None."""
+    best = None
+    for key in keys:
+        end = len(data)
+        while True:
+            pos = data.rfind(key, 0, end)
+            if pos < 0 or (best is not None and pos < best[0]):
+                break
+            if pos == 0 or data[pos - 1] != 0x5C:  # not inside a string (\")
+                m = value_re.match(data, pos + len(key))
+                if m is not None:
+                    best = (pos, key, m)
+                    break
+            end = pos
+    return None if best is None else best[1:]
+
+
 def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int | None) -> None:
     """Read what a document too large to keep says at its edges (model, id, usage)."""
     wrapper = {}
@@ -509,15 +535,17 @@ def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int 
     m = _ID_RE.search(head)
     if m:
         wrapper[m.group(1).decode()] = m.group(2).decode("utf-8", "replace")
-    reasons = [m.group(1).decode("utf-8", "replace") for m in _REASON_RE.finditer(tail)]
-    last = None
-    for m in _KEY_OBJECT_RE.finditer(tail):
-        last = m
-    if last is not None:
-        obj = _balanced_object(tail, last.end() - 1)
+    # The last reason and usage object, searched from the end: scanning the whole tail
+    # forwards cost ~1 ms per large body (benchmarks/httpx_overhead.py, gzip row).
+    found = _last_key(tail, _REASON_KEYS, _STRING_VALUE_RE)
+    reasons = [found[1].group(1).decode("utf-8", "replace")] if found else []
+    found = _last_key(tail, _USAGE_KEYS, _OBJECT_VALUE_RE)
+    if found is not None:
+        key, m = found
+        obj = _balanced_object(tail, m.end() - 1)
         if obj is not None:
             try:
-                wrapper[last.group(1).decode()] = json.loads(obj)
+                wrapper[key.strip(b'"').decode()] = json.loads(obj)
             except ValueError:
                 result.problems.append((FIELD_RESPONSE, "malformed_json"))
     if api == ANTHROPIC_MESSAGES and reasons:
@@ -531,12 +559,36 @@ def apply_edges(result: Result, api: str, head: bytes, tail: bytes, status: int 
     apply_document(result, api, wrapper, status)
 
 
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
+_INTERESTING = re.compile(rb'"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
+
+
+def _wanted_test(api: str):
+    """Whether a run of whole events may hold something a reader needs (no false negatives).
+
+    Substring tests first: one regular expression with the ``[DONE]`` alternative in it
+    took twice as long per chunk (``benchmarks/httpx_overhead.py``, per streamed chunk).
+    """
+    if api == ANTHROPIC_MESSAGES:
+        return lambda data: b"message_" in data or b"error" in data
+    if api == OPENAI_RESPONSES:
+        return lambda data: (b"response.created" in data or b"response.completed" in data
+                             or b"response.incomplete" in data or b"response.failed" in data
+                             or b"error" in data)  # fmt: skip
+    search = _INTERESTING.search
+    return lambda data: b"[DONE]" in data or search(data) is not None
+
+
+_WANTED_TESTS = {api: _wanted_test(api) for api in APIS}
+
+
 class BodyReader:
     """Reads a response body as it passes, bounded; :meth:`finish` gives the :class:`Result`.
 
     ``feed`` is called with each chunk of raw (possibly compressed) bytes and never
-    raises for what the server sent; after :data:`STREAM_LIMIT` bytes ``active`` turns
-    False and the caller stops feeding.
+    raises for what the server sent; after :data:`STREAM_LIMIT` bytes of an SSE stream
+    ``active`` turns False and the caller stops feeding (a JSON document is followed to its
+    end, keeping only its edges).
     """
 
     def __init__(self, api: str, status: int, content_type: str, content_encoding: str = "", stream: bool = False):
@@ -561,38 +613,42 @@ class BodyReader:
         self._event = b""
         self._data: list = []
         self._events = 0
+        self._skim = False  # True once an event was read: the fast path in feed() may skip chunks
+        self._wanted = _WANTED_TESTS.get(api) or _wanted_test(api)
 
     def feed(self, chunk) -> None:
         if not self.active:
             return
         self.seen += len(chunk)
-        if self.seen > STREAM_LIMIT:
+        if self.seen > STREAM_LIMIT and self._doc is None:  # a document keeps its edges whatever its size
             self.active = False
             self.result.problems.append((FIELD_RESPONSE, "inspection_limit"))
             return
-        if self._inflate is None:
-            self._take(chunk)
+        if self._inflate is not None:
+            try:
+                for part in self._inflate(chunk):
+                    self._take(part)
+            except zlib.error:
+                self.active = False
+                self.result.problems.append((FIELD_RESPONSE, "bad_encoding"))
             return
-        try:
-            for part in self._inflate(chunk):
-                self._take(part)
-        except zlib.error:
-            self.active = False
-            self.result.problems.append((FIELD_RESPONSE, "bad_encoding"))
+        # Fast path, most chunks of a stream (measured per chunk by benchmarks/httpx_overhead.py):
+        # whole events after the first, nothing pending, nothing a reader needs in them.
+        if self._skim and not self._line and not self._data and chunk.endswith(_EVENT_ENDS) \
+                and not self._wanted(chunk):
+            return
+        # One whole "data:" event and nothing pending (the chunk of most servers): no line split.
+        if self._doc is None and not self._line and not self._event and chunk.startswith(b"data:") \
+                and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and chunk[-3:-2] != b"\r" \
+                and self._data is not None and not self._data and not self._line_too_long:
+            self._data.append(chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2])
+            self._dispatch()
+            return
+        self._take(chunk)
 
     def _take(self, data) -> None:
         if self._doc is not None:
             self._doc.add(data)
-            return
-        # Fast path (most chunks of a stream): whole content-delta events, nothing pending,
-        # nothing a reader needs in them. Anything else goes through the line parser.
-        if (
-            self._events
-            and not self._line
-            and not self._data
-            and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
-            and not self._wanted(data)
-        ):
             return
         # SSE: split into lines; keep the unfinished one (bounded).
         start = 0
@@ -636,17 +692,6 @@ class BodyReader:
             self._event = line[6:].strip()
         # comments (":...") and other fields (id, retry) are ignored
 
-    def _wanted(self, data) -> bool:
-        """Whether a run of whole events may hold something a reader needs (no false negatives)."""
-        api = self.api
-        if api == ANTHROPIC_MESSAGES:
-            return b"message_" in data or b"error" in data
-        if api == OPENAI_RESPONSES:
-            return b"response.created" in data or b"response.completed" in data or b"response.incomplete" in data \
-                or b"response.failed" in data or b"error" in data
-        return b"[DONE]" in data or self._INTERESTING.search(data) is not None
-
-    _INTERESTING = re.compile(rb'"(?:usage|usageMetadata|finish_reason|finishReason|error)"\s*:\s*[{"\[]')
     _ANTHROPIC_EVENTS = (b"message_start", b"message_delta", b"message_stop", b"error")
     _RESPONSES_EVENTS = (b"response.created", b"response.completed", b"response.incomplete",
                          b"response.failed", b"error")  # fmt: skip
@@ -660,6 +705,7 @@ class BodyReader:
             return
         payload = data[0] if len(data) == 1 else b"\n".join(data)
         self._events += 1
+        self._skim = self._doc is None
         api = self.api
         if payload == b"[DONE]":
             self.result.complete = True
@@ -670,7 +716,7 @@ class BodyReader:
         elif api == OPENAI_RESPONSES:
             if event and event not in self._RESPONSES_EVENTS:
                 return
-        elif self._events > 1 and not self._INTERESTING.search(payload):
+        elif self._events > 1 and not _INTERESTING.search(payload):
             return  # a content delta: nothing for metrics in it
         try:
             obj = json.loads(payload)
