@@ -130,6 +130,54 @@ VENVS: dict[str, list[str]] = {
     ],
 }
 
+# --- agent frameworks (issue 12, fixtures A): each framework's venv, resolved by pip once, pinned
+LANGCHAIN = [
+    "langchain==1.5.2",
+    "langchain-core==1.8.3",
+    "langchain-openai==1.7.4",
+    "langchain-anthropic==1.7.10",
+    "langgraph==1.2.24",
+    "langgraph-prebuilt==1.1.3",
+    "langsmith==0.15.1",
+    OPENAI,
+    ANTHROPIC,
+]
+VENVS |= {
+    "openai-agents": [
+        *OTEL_SDK,
+        "openai-agents==0.24.0",
+        "openinference-instrumentation-openai-agents==2.6.0",
+        "openinference-instrumentation==0.1.72",
+        "openinference-semantic-conventions==0.1.42",
+        OPENAI,
+    ],
+    "langchain-openinference": [
+        *OTEL_SDK,
+        *LANGCHAIN,
+        "openinference-instrumentation-langchain==0.1.80",
+        "openinference-instrumentation-openai==0.1.66",
+        "openinference-instrumentation-anthropic==3.1.0",
+        "openinference-instrumentation==0.1.72",
+        "openinference-semantic-conventions==0.1.42",
+    ],
+    "langchain-openllmetry": [
+        *OTEL_SDK,
+        *LANGCHAIN,
+        "opentelemetry-instrumentation-langchain==0.62.4",
+        "opentelemetry-instrumentation-openai==0.62.4",
+        "opentelemetry-instrumentation-anthropic==0.62.4",
+        "opentelemetry-semantic-conventions-ai==0.5.1",
+    ],
+    "litellm": [
+        *OTEL_SDK,
+        "litellm==1.110.2",
+        "openinference-instrumentation-litellm==0.1.51",
+        "openinference-instrumentation==0.1.72",
+        "openinference-semantic-conventions==0.1.42",
+        OPENAI,
+    ],
+}
+
 OPENAI_SCENARIOS = ["openai_chat", "openai_chat_stream", "openai_tool_roundtrip", "openai_chat_error", "openai_responses"]
 ANTHROPIC_SCENARIOS = [
     "anthropic_messages",
@@ -240,6 +288,8 @@ PACKAGE_PATTERN = re.compile(
     r"^(opentelemetry-.*|openinference-.*|openai|anthropic|openlit|pydantic-ai.*|pydantic|genai-prices|httpx2?)$"
 )
 
+# the agent frameworks of issue 12 (fixtures A)
+FRAMEWORK_PACKAGES = re.compile(r"^(openai-agents|langchain.*|langgraph.*|langsmith|litellm)$")
 
 # === outside the venvs: build them, run the recorder in each ===========================
 def _requirements_hash(requirements: list[str]) -> str:
@@ -397,6 +447,17 @@ def _tool_calling_handler(fp):
             events.append(("", b"[DONE]"))
             self._sse(events)
 
+        def _openai_responses(self, request, output=None):
+            # Agent frameworks: each offered function the conversation has not called yet gets
+            # one call (a handoff ``transfer_to_*`` first), then the fake server's text answer.
+            if output is None and not self._scenario(request.get("model", "")):
+                name = _next_tool(request)
+                if name is not None:
+                    arguments = "{}" if name.startswith("transfer_to_") else json.dumps(TOOL_ARGS)
+                    call_id = f"call_{len(self.server.requests)}"
+                    output = [fp._Handler.responses_function_call(name, arguments, call_id)]
+            return super()._openai_responses(request, output)
+
         def _anthropic(self, request):
             tools = request.get("tools") or []
             answered = any(
@@ -417,6 +478,37 @@ def _tool_calling_handler(fp):
     return ToolCallingHandler
 
 
+def _next_tool(request: dict) -> str | None:
+    """The first function a Responses API request offers that its input has not called yet."""
+    offered = [t.get("name") for t in request.get("tools") or [] if t.get("type") == "function"]
+    items = request.get("input") if isinstance(request.get("input"), list) else []
+    called = {i.get("name") for i in items if isinstance(i, dict) and i.get("type") == "function_call"}
+    left = [name for name in offered if name and name not in called]
+    handoffs = [name for name in left if name.startswith("transfer_to_")]
+    return (handoffs or left or [None])[0]
+
+
+AGENT_MARK = re.compile(r"\[agent:(\w+)\]")
+
+
+def _marked(agent: str, instructions: str) -> str:
+    """An agent's instructions, marked so the request log tells which agent made a call."""
+    return f"[agent:{agent}] {instructions}"
+
+
+def _agent_of(request: dict) -> str | None:
+    """The agent whose instructions (system prompt) a request carries, from its mark."""
+    texts = [request.get("instructions"), request.get("system")]
+    for item in (request.get("messages") or []) + (request.get("input") if isinstance(request.get("input"), list) else []):
+        if isinstance(item, dict) and item.get("role") in ("system", "developer"):
+            texts.append(item.get("content"))
+    for text in texts:
+        match = AGENT_MARK.search(json.dumps(text)) if text else None
+        if match:
+            return match.group(1)
+    return None
+
+
 # genai-prices (pydantic-ai's prices) knows OpenAI's dated snapshot names, not the fake server's
 # ``<model>-2025-01-01``: the pydantic-ai scenarios get a real snapshot name, so ``operation.cost`` shows.
 PRICED_RESPONSE_MODELS = {OPENAI_MODEL + "-2025-01-01": OPENAI_MODEL + "-2024-07-18"}
@@ -431,6 +523,9 @@ class _App:
         self.scenario = scenario
         self.tool_runs: dict[str, int] = {}
         self.notes: list[str] = []
+        # agent frameworks: the runs the scenario made (agent name -> count), its workflows
+        self.agents: dict[str, int] | None = None
+        self.workflows: dict[str, int] = {}
 
     def run_tool(self, name: str, arguments: dict) -> str:
         self.tool_runs[name] = self.tool_runs.get(name, 0) + 1
@@ -656,10 +751,126 @@ def pydantic_ai_agent_tool_stream(app):
     assert asyncio.run(run())
 
 
+# === agent frameworks (issue 12, fixtures A) ================================================
+# Every agent's instructions carry its mark (``_marked``), so the fake server's request log
+# says which agent made each call: ``expected.calls_by_agent``.
+TRIAGE_AGENT = "triage_agent"
+
+
+# --- openai-agents (OpenInference) ------------------------------------------------------------
+def _agents_client(app):
+    """openai-agents' default (Responses) model, on a client pointed at the fake server."""
+    import agents
+
+    agents.set_default_openai_client(app.openai(asynchronous=True), use_for_tracing=False)
+    agents.set_default_openai_api("responses")
+
+
+def _agents_weather_agent(app, model: str = OPENAI_MODEL, tools: bool = True):
+    from agents import Agent, function_tool
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    instructions = _marked(AGENT_NAME, "Answer with the weather tool." if tools else "Answer briefly.")
+    return Agent(name=AGENT_NAME, instructions=instructions, model=model, tools=[get_weather] if tools else [])
+
+
+def _agents_run(app, agent, prompt: str, streamed: bool = False):
+    import asyncio
+
+    from agents import Runner
+
+    _agents_client(app)
+    app.workflows["Agent workflow"] = app.workflows.get("Agent workflow", 0) + 1  # the SDK's default name
+    if not streamed:
+        return Runner.run_sync(agent, prompt)
+
+    async def run():
+        result = Runner.run_streamed(agent, prompt)
+        async for _ in result.stream_events():
+            pass
+        return result
+
+    return asyncio.run(run())
+
+
+def agents_run(app):
+    app.agents = {AGENT_NAME: 1}
+    result = _agents_run(app, _agents_weather_agent(app, tools=False), GREETING)
+    assert result.final_output, result
+
+
+def agents_run_stream(app):
+    app.agents = {AGENT_NAME: 1}
+    result = _agents_run(app, _agents_weather_agent(app, tools=False), GREETING, streamed=True)
+    assert result.final_output, result
+
+
+def agents_tool_roundtrip(app):
+    app.agents = {AGENT_NAME: 1}
+    result = _agents_run(app, _agents_weather_agent(app), QUESTION)
+    assert app.tool_runs == {TOOL_NAME: 1}, (app.tool_runs, result)
+
+
+def agents_handoff(app):
+    """A triage agent hands off to the weather agent, which runs the tool: two agents, one workflow."""
+    from agents import Agent
+
+    weather = _agents_weather_agent(app)
+    triage = Agent(name=TRIAGE_AGENT, instructions=_marked(TRIAGE_AGENT, "Hand weather questions off."),
+                   model=OPENAI_MODEL, handoffs=[weather])  # fmt: skip
+    app.agents = {TRIAGE_AGENT: 1, AGENT_NAME: 1}
+    result = _agents_run(app, triage, QUESTION)
+    assert result.last_agent.name == AGENT_NAME and app.tool_runs == {TOOL_NAME: 1}, (result, app.tool_runs)
+
+
+def agents_error(app):
+    import openai
+
+    app.agents = {AGENT_NAME: 1}
+    try:
+        _agents_run(app, _agents_weather_agent(app, model=OPENAI_MODEL + "-429", tools=False), GREETING)
+    except openai.RateLimitError:
+        return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def _instrument_openai_agents(tel) -> dict:
+    import agents
+    from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
+    from openinference.instrumentation.openai_agents._processor import OpenInferenceTracingProcessor
+
+    # exclusive (its default): its processor replaces the SDK's, which exports to OpenAI
+    OpenAIAgentsInstrumentor().instrument(tracer_provider=tel.tracer_provider)
+    processors = agents.tracing.get_trace_provider()._multi_processor._processors
+    if not all(isinstance(p, OpenInferenceTracingProcessor) for p in processors):
+        raise RuntimeError(f"an openai-agents trace processor would export elsewhere: {processors}")
+    return {"openai_agents_trace_processors": [type(p).__name__ for p in processors]}
+
+
+FRAMEWORK_INSTRUMENTATIONS = {
+    "openinference_openai_agents": _instrument_openai_agents,
+}
+AGENTS_SCENARIOS = ["agents_run", "agents_run_stream", "agents_tool_roundtrip", "agents_handoff", "agents_error"]
+FRAMEWORK_RECORDINGS = {
+    "openinference-openai-agents": {
+        "venv": "openai-agents",
+        "instrument": ["openinference_openai_agents"],
+        "scenarios": AGENTS_SCENARIOS,
+    },
+}
+RECORDINGS |= FRAMEWORK_RECORDINGS
+
+
 # --- instrumentations ----------------------------------------------------------------------
 def _instrument(name: str, tel) -> dict:
     """Apply one instrumentation to the recorder's providers; returns what to write down."""
     providers = {"tracer_provider": tel.tracer_provider, "meter_provider": tel.meter_provider}
+    if name in FRAMEWORK_INSTRUMENTATIONS:  # the agent frameworks' (issue 12, fixtures A)
+        return FRAMEWORK_INSTRUMENTATIONS[name](tel)
     if name == "openai_v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
@@ -903,7 +1114,22 @@ def _expected(server, app) -> dict:
         "tool_calls_requested": _count(name for call in calls for name in call["tool_calls"]),
         "tool_executions": dict(sorted(app.tool_runs.items())),
         "agent_runs": {AGENT_NAME: 1} if app.scenario.startswith(("pydantic_ai", "traceloop")) else {},
+        **_agent_expectations(server, app),
     }
+
+
+def _agent_expectations(server, app) -> dict:
+    """What an agent-framework scenario ran: its runs, each agent's calls (by the mark of the
+    agent's instructions in each request), its workflows."""
+    if app.agents is None:
+        return {}
+    by_agent = dict.fromkeys(app.agents, 0)
+    for _, request in server.requests:
+        agent = _agent_of(request)
+        if agent is not None:
+            by_agent[agent] = by_agent.get(agent, 0) + 1
+    return {"agent_runs": dict(sorted(app.agents.items())), "calls_by_agent": dict(sorted(by_agent.items())),
+            "workflows": dict(sorted(app.workflows.items()))}  # fmt: skip
 
 
 _TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning")
@@ -1059,7 +1285,7 @@ def _packages() -> dict:
     found = {}
     for dist in distributions():
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if PACKAGE_PATTERN.match(name):
+        if PACKAGE_PATTERN.match(name) or FRAMEWORK_PACKAGES.match(name):
             found[name] = dist.version
     return dict(sorted(found.items()))
 
