@@ -30,6 +30,10 @@ READS = {
     "nested-pydantic-ai-openai-v2": (ALL_TOKENS, True),
     # agent frameworks (issue 12, fixtures A)
     "openinference-openai-agents": (ALL_TOKENS, True),
+    "langchain-openinference": (ALL_TOKENS, True),
+    "langchain-openinference-sdk": (ALL_TOKENS, True),
+    "langchain-openllmetry": (ALL_TOKENS, True),
+    "langchain-openllmetry-sdk": (ALL_TOKENS, True),
 }
 # Where an instrumentation records no request model: the model label it leaves spanmeter
 # (request model -> label), as recorded on the spans.
