@@ -973,6 +973,8 @@ FRAMEWORK_RECORDINGS = {
     "langchain-openinference": {
         "venv": "langchain-openinference",
         "env": LANGCHAIN_ENV,
+        # langchain-anthropic reads a stream's usage from message_delta only
+        "anthropic_cumulative_delta": True,
         "instrument": ["openinference_langchain"],
         "scenarios": LANGCHAIN_SCENARIOS,
     },
@@ -980,18 +982,24 @@ FRAMEWORK_RECORDINGS = {
     "langchain-openinference-sdk": {
         "venv": "langchain-openinference",
         "env": LANGCHAIN_ENV,
+        # langchain-anthropic reads a stream's usage from message_delta only
+        "anthropic_cumulative_delta": True,
         "instrument": ["openinference_langchain", "openinference_openai", "openinference_anthropic"],
         "scenarios": LANGCHAIN_SCENARIOS,
     },
     "langchain-openllmetry": {
         "venv": "langchain-openllmetry",
         "env": LANGCHAIN_ENV,
+        # langchain-anthropic reads a stream's usage from message_delta only
+        "anthropic_cumulative_delta": True,
         "instrument": ["openllmetry_langchain"],
         "scenarios": LANGCHAIN_SCENARIOS,
     },
     "langchain-openllmetry-sdk": {
         "venv": "langchain-openllmetry",
         "env": LANGCHAIN_ENV,
+        # langchain-anthropic reads a stream's usage from message_delta only
+        "anthropic_cumulative_delta": True,
         "instrument": ["openllmetry_langchain", "openllmetry_openai", "openllmetry_anthropic"],
         "scenarios": LANGCHAIN_SCENARIOS,
     },
@@ -1451,6 +1459,9 @@ def record_inside(name: str) -> int:
             server.sent.clear()
             app = _App(server.url, recording, scenario)
             server.response_model_names = None
+            server.anthropic_cumulative_delta = recording.get("anthropic_cumulative_delta", False)
+            if server.anthropic_cumulative_delta and "anthropic" in scenario:
+                app.notes.append("Anthropic streams end with the cumulative usage in message_delta, as the API sends today")
             if scenario.startswith("pydantic_ai"):
                 server.response_model_names = PRICED_RESPONSE_MODELS
                 app.notes.append(

@@ -325,7 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
         events += [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": u.output}}),
+                               "usage": dict(usage) if self.server.anthropic_cumulative_delta
+                               else {"output_tokens": u.output}}),
             ("message_stop", {"type": "message_stop"}),
         ]  # fmt: skip
         if scenario == "529":
@@ -374,6 +375,9 @@ class FakeProviders(ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.usage = Usage()
+        # Anthropic's message_delta usage: only output_tokens (the documented example), or, as
+        # the API sends today, the cumulative usage with input and cache counts too.
+        self.anthropic_cumulative_delta = False
         self.sent: list[bytes] = []
         self.requests: list = []
         self._thread = None
