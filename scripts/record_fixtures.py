@@ -954,6 +954,91 @@ def _instrument_openllmetry_langchain(tel) -> dict:
     return {}
 
 
+# --- litellm (OpenInference) ----------------------------------------------------------------
+def _litellm_kwargs(app, provider: str = "openai") -> dict:
+    if provider == "anthropic":
+        return {"model": "anthropic/" + ANTHROPIC_MODEL, "api_base": app.url, "api_key": API_KEY, "max_tokens": 256,
+                "num_retries": 0, "max_retries": 0}  # fmt: skip
+    return {"model": "openai/" + OPENAI_MODEL, "api_base": app.url + "/v1", "api_key": API_KEY, "num_retries": 0,
+            "max_retries": 0}  # fmt: skip
+
+
+def litellm_completion(app):
+    import litellm
+
+    litellm.completion(messages=[{"role": "user", "content": GREETING}], **_litellm_kwargs(app))
+
+
+def litellm_completion_stream(app):
+    import litellm
+
+    stream = litellm.completion(messages=[{"role": "user", "content": GREETING}], stream=True,
+                                stream_options={"include_usage": True}, **_litellm_kwargs(app))  # fmt: skip
+    _drain(stream)
+
+
+def litellm_tool_roundtrip(app):
+    """litellm has no agent: the app runs the tool between two completions."""
+    import litellm
+
+    messages = [{"role": "user", "content": QUESTION}]
+    first = litellm.completion(messages=messages, tools=OPENAI_TOOLS, **_litellm_kwargs(app))
+    call = first.choices[0].message.tool_calls[0]
+    result = app.run_tool(call.function.name, json.loads(call.function.arguments))
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                             "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": result},
+    ]  # fmt: skip
+    litellm.completion(messages=messages, tools=OPENAI_TOOLS, **_litellm_kwargs(app))
+
+
+def litellm_completion_error(app):
+    import litellm
+
+    kwargs = dict(_litellm_kwargs(app), model="openai/" + OPENAI_MODEL + "-429")
+    try:
+        litellm.completion(messages=[{"role": "user", "content": GREETING}], **kwargs)
+    except litellm.RateLimitError:
+        return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def litellm_anthropic(app):
+    import litellm
+
+    litellm.completion(messages=[{"role": "user", "content": GREETING}], **_litellm_kwargs(app, "anthropic"))
+
+
+def litellm_anthropic_stream(app):
+    import litellm
+
+    stream = litellm.completion(messages=[{"role": "user", "content": GREETING}], stream=True,
+                                stream_options={"include_usage": True}, **_litellm_kwargs(app, "anthropic"))  # fmt: skip
+    _drain(stream)
+
+
+def litellm_responses(app):
+    import litellm
+
+    litellm.responses(input=GREETING, **_litellm_kwargs(app))
+
+
+def _instrument_openinference_litellm(tel) -> dict:
+    from openinference.instrumentation.litellm import LiteLLMInstrumentor
+
+    LiteLLMInstrumentor().instrument(tracer_provider=tel.tracer_provider)
+    return {}
+
+
+# litellm: no telemetry; offline mode: its price map, beta headers and tokenizers from the package,
+# nothing fetched
+LITELLM_ENV = {"LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MODE": "true"}
+LITELLM_SCENARIOS = ["litellm_completion", "litellm_completion_stream", "litellm_tool_roundtrip",
+                     "litellm_completion_error", "litellm_anthropic", "litellm_anthropic_stream", "litellm_responses"]  # fmt: skip
+
+
 # LangSmith tracing off (its default, stated); the anthropic SDK's own spans off (on by default),
 # so only the named instrumentations speak.
 LANGCHAIN_ENV = {"LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false", "ANTHROPIC_OPEN_TELEMETRY": "false"}
@@ -962,6 +1047,7 @@ FRAMEWORK_INSTRUMENTATIONS = {
     "openinference_openai_agents": _instrument_openai_agents,
     "openinference_langchain": _instrument_openinference_langchain,
     "openllmetry_langchain": _instrument_openllmetry_langchain,
+    "openinference_litellm": _instrument_openinference_litellm,
 }
 AGENTS_SCENARIOS = ["agents_run", "agents_run_stream", "agents_tool_roundtrip", "agents_handoff", "agents_error"]
 FRAMEWORK_RECORDINGS = {
@@ -1002,6 +1088,13 @@ FRAMEWORK_RECORDINGS = {
         "anthropic_cumulative_delta": True,
         "instrument": ["openllmetry_langchain", "openllmetry_openai", "openllmetry_anthropic"],
         "scenarios": LANGCHAIN_SCENARIOS,
+    },
+    "openinference-litellm": {
+        "venv": "litellm",
+        "env": LITELLM_ENV,
+        "anthropic_cumulative_delta": True,
+        "instrument": ["openinference_litellm"],
+        "scenarios": LITELLM_SCENARIOS,
     },
 }
 RECORDINGS |= FRAMEWORK_RECORDINGS

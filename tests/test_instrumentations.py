@@ -34,10 +34,14 @@ READS = {
     "langchain-openinference-sdk": (ALL_TOKENS, True),
     "langchain-openllmetry": (ALL_TOKENS, True),
     "langchain-openllmetry-sdk": (ALL_TOKENS, True),
+    "openinference-litellm": (ALL_TOKENS, False),
 }
 # Where an instrumentation records no request model: the model label it leaves spanmeter
-# (request model -> label), as recorded on the spans.
+# (request model -> label), as recorded on the spans; by recording or by fixture.
 MODEL_LABELS = {
+    # litellm.responses(): ``llm.model_name`` is the response's model, ``llm.invocation_parameters``
+    # has no model (litellm.completion() records the requested one).
+    "openinference-litellm/litellm_responses": {"gpt-4o-mini": "gpt-4o-mini-2025-01-01"},
     # openai-agents' ``response`` span has only ``llm.model_name``, the response's model (and
     # none at all when the call failed): the requested model is not on the span.
     "openinference-openai-agents": {"gpt-4o-mini": "gpt-4o-mini-2025-01-01", "gpt-4o-mini-429": "unknown"},
@@ -76,7 +80,7 @@ def test_replayed_spans_give_the_servers_numbers(fixture_id, meter, scrape):
     fixture = span_fixtures.load(fixture_id)
     token_types, tools_traced = READS[fixture.recording]
     gaps = KNOWN_GAPS.get(fixture_id, {})
-    labels = MODEL_LABELS.get(fixture.recording, {})
+    labels = MODEL_LABELS.get(fixture_id) or MODEL_LABELS.get(fixture.recording, {})
     fixture.replay(meter.processor)
     s = scrape()
 
