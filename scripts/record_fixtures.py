@@ -38,6 +38,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -411,7 +412,15 @@ def _tool_calling_handler(fp):
         def _sse(self, events, **kwargs):
             return super()._sse([(name, self._renamed(obj)) for name, obj in events], **kwargs)
 
+        def _wait_for_peer(self):
+            # ``*_concurrent`` scenarios: no answer before the other request has arrived too,
+            # so the two identical calls overlap for sure
+            barrier = getattr(self.server, "barrier", None)
+            if barrier is not None:
+                barrier.wait(timeout=10)
+
         def _openai_chat(self, request):
+            self._wait_for_peer()
             tools = request.get("tools") or []
             answered = any(m.get("role") == "tool" for m in request.get("messages") or [])
             if not tools or answered or self._scenario(request.get("model", "")):
@@ -419,7 +428,7 @@ def _tool_calling_handler(fp):
             model = request.get("model", "")
             name = tools[0]["function"]["name"]
             arguments = json.dumps(TOOL_ARGS)
-            base = {"id": "chatcmpl-43", "created": 1_700_000_000, "model": model + "-2025-01-01",
+            base = {"id": f"chatcmpl-{self.number}", "created": 1_700_000_000, "model": model + "-2025-01-01",
                     "system_fingerprint": "fp"}  # fmt: skip
             if not request.get("stream"):
                 call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
@@ -448,13 +457,14 @@ def _tool_calling_handler(fp):
             self._sse(events)
 
         def _openai_responses(self, request, output=None):
+            self._wait_for_peer()
             # Agent frameworks: each offered function the conversation has not called yet gets
             # one call (a handoff ``transfer_to_*`` first), then the fake server's text answer.
             if output is None and not self._scenario(request.get("model", "")):
                 name = _next_tool(request)
                 if name is not None:
                     arguments = "{}" if name.startswith("transfer_to_") else json.dumps(TOOL_ARGS)
-                    call_id = f"call_{len(self.server.requests)}"
+                    call_id = f"call_{self.number}"
                     output = [fp._Handler.responses_function_call(name, arguments, call_id)]
             return super()._openai_responses(request, output)
 
@@ -467,7 +477,7 @@ def _tool_calling_handler(fp):
             if not tools or answered or request.get("stream") or self._scenario(request.get("model", "")):
                 return super()._anthropic(request)
             u = self.server.usage
-            body = {"id": "msg_43", "type": "message", "role": "assistant", "model": request["model"] + "-20250101",
+            body = {"id": f"msg_{self.number}", "type": "message", "role": "assistant", "model": request["model"] + "-20250101",
                     "stop_sequence": None, "stop_reason": "tool_use",
                     "content": [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": TOOL_ARGS}],
                     "usage": {"input_tokens": u.input, "output_tokens": u.output,
@@ -827,6 +837,34 @@ def agents_handoff(app):
     assert result.last_agent.name == AGENT_NAME and app.tool_runs == {TOOL_NAME: 1}, (result, app.tool_runs)
 
 
+def agents_run_concurrent(app):
+    """The same agent run twice at once (two workflows): two runs, two calls, never one."""
+    import asyncio
+
+    from agents import Runner
+
+    agent = _agents_weather_agent(app, tools=False)
+    _agents_client(app)
+    app.agents, app.workflows = {AGENT_NAME: 2}, {"Agent workflow": 2}
+
+    async def run():
+        return await asyncio.gather(Runner.run(agent, GREETING), Runner.run(agent, GREETING))
+
+    assert all(r.final_output for r in asyncio.run(run()))
+
+
+def agents_handoff_stream(app):
+    """The handoff, streamed."""
+    from agents import Agent
+
+    weather = _agents_weather_agent(app)
+    triage = Agent(name=TRIAGE_AGENT, instructions=_marked(TRIAGE_AGENT, "Hand weather questions off."),
+                   model=OPENAI_MODEL, handoffs=[weather])  # fmt: skip
+    app.agents = {TRIAGE_AGENT: 1, AGENT_NAME: 1}
+    result = _agents_run(app, triage, QUESTION, streamed=True)
+    assert result.last_agent.name == AGENT_NAME and app.tool_runs == {TOOL_NAME: 1}, (result, app.tool_runs)
+
+
 def agents_error(app):
     import openai
 
@@ -914,6 +952,15 @@ def _lc_agent_tool_stream(provider):
     return scenario
 
 
+def _lc_chat_concurrent(provider):
+    def scenario(app):
+        """Two identical requests at once (``batch``): two calls, never one."""
+        replies = _lc_model(app, provider).batch([GREETING, GREETING], config={"max_concurrency": 2})
+        assert len(replies) == 2 and all(r.content for r in replies)
+
+    return scenario
+
+
 def _lc_agent_error(provider):
     def scenario(app):
         import anthropic
@@ -933,7 +980,10 @@ def _lc_agent_error(provider):
 LANGCHAIN_SCENARIOS = []
 for _provider, _prefix in (("openai", "lc_openai"), ("responses", "lc_responses"), ("anthropic", "lc_anthropic")):
     for _suffix, _make in (("chat", _lc_chat), ("chat_stream", _lc_chat_stream), ("agent_tool", _lc_agent_tool),
-                           ("agent_tool_stream", _lc_agent_tool_stream), ("agent_error", _lc_agent_error)):  # fmt: skip
+                           ("agent_tool_stream", _lc_agent_tool_stream), ("agent_error", _lc_agent_error),
+                           ("chat_concurrent", _lc_chat_concurrent)):  # fmt: skip
+        if _provider == "anthropic" and _suffix == "chat_concurrent":
+            continue  # the recorder's barrier covers the OpenAI APIs
         if _provider == "anthropic" and _suffix == "agent_tool_stream":
             continue  # the recorder's handler answers a streamed Anthropic request with text, never a tool call
         globals()[f"{_prefix}_{_suffix}"] = _make(_provider)
@@ -1049,7 +1099,8 @@ FRAMEWORK_INSTRUMENTATIONS = {
     "openllmetry_langchain": _instrument_openllmetry_langchain,
     "openinference_litellm": _instrument_openinference_litellm,
 }
-AGENTS_SCENARIOS = ["agents_run", "agents_run_stream", "agents_tool_roundtrip", "agents_handoff", "agents_error"]
+AGENTS_SCENARIOS = ["agents_run", "agents_run_stream", "agents_tool_roundtrip", "agents_handoff", "agents_handoff_stream",
+                    "agents_error", "agents_run_concurrent"]  # fmt: skip
 FRAMEWORK_RECORDINGS = {
     "openinference-openai-agents": {
         "venv": "openai-agents",
@@ -1549,6 +1600,7 @@ def record_inside(name: str) -> int:
         for scenario in recording["scenarios"]:
             tel.reset()
             server.requests.clear()
+            server.barrier = threading.Barrier(2) if scenario.endswith("_concurrent") else None
             server.sent.clear()
             app = _App(server.url, recording, scenario)
             server.response_model_names = None

@@ -21,6 +21,7 @@ and its output includes reasoning). Every response body sent is kept in ``sent``
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import threading
 import time
@@ -120,6 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(request, dict):
             return self._json(400, {"error": {"message": "body must be a JSON object", "type": "invalid_request"}})
         self.server.requests.append((self.path, request))
+        self.number = next(self.server.numbers)  # response ids unique per request, as the real APIs'
         if path.endswith("/chat/completions"):
             return self._openai_chat(request)
         if path.endswith("/responses"):
@@ -176,7 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._openai_error(scenario):
             return
         response_model = model + "-2025-01-01"
-        base = {"id": "chatcmpl-42", "created": 1_700_000_000, "model": response_model, "system_fingerprint": "fp"}
+        base = {"id": f"chatcmpl-{self.number}", "created": 1_700_000_000, "model": response_model,
+                "system_fingerprint": "fp"}  # fmt: skip
         if not request.get("stream"):
             content = "x" * BIG_BODY_BYTES if scenario == "big" else "".join(WORDS)
             body = dict(base, object="chat.completion", choices=[{
@@ -220,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         u = self.server.usage
         text = "".join(WORDS)
-        n = len(self.server.requests)  # each response its own id, as the real API's
+        n = self.number
         message = {"type": "message", "id": f"msg_{n}", "status": "completed", "role": "assistant",
                    "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
         output = output if output is not None else [message]
@@ -305,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         u = self.server.usage
         usage = {"input_tokens": u.input, "output_tokens": u.output,
                  "cache_read_input_tokens": u.cache_read, "cache_creation_input_tokens": u.cache_write}  # fmt: skip
-        message = {"id": "msg_42", "type": "message", "role": "assistant", "model": model + "-20250101",
+        message = {"id": f"msg_{self.number}", "type": "message", "role": "assistant", "model": model + "-20250101",
                    "stop_sequence": None}  # fmt: skip
         if not request.get("stream"):
             body = dict(message, content=[{"type": "text", "text": "".join(WORDS)}], stop_reason="end_turn",
@@ -380,6 +383,7 @@ class FakeProviders(ThreadingHTTPServer):
         self.anthropic_cumulative_delta = False
         self.sent: list[bytes] = []
         self.requests: list = []
+        self.numbers = itertools.count(1)
         self._thread = None
 
     @property

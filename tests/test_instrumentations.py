@@ -74,13 +74,8 @@ for _scenario, _model in (("openai_chat", "gpt-4o-mini"), ("openai_chat_stream",
 for _recording, _prefixes in (("langchain-openllmetry", ("lc_openai", "lc_responses")),
                               ("langchain-openllmetry-sdk", ("lc_openai",))):  # fmt: skip
     for _prefix in _prefixes:
-        for _suffix in ("chat", "chat_stream", "agent_tool", "agent_tool_stream"):
+        for _suffix in ("chat", "chat_stream", "agent_tool", "agent_tool_stream", "chat_concurrent"):
             KNOWN_GAPS[f"{_recording}/{_prefix}_{_suffix}"] = {("gpt-4o-mini", "tokens", "reasoning"): 0}
-# With its OpenAI instrumentor on, OpenLLMetry's Responses spans (``openai.response``, not
-# suppressed under LangChain) carry reasoning, but a non-streamed answer that is a function call
-# gets no ``openai.response`` span at all: the first call's reasoning is lost.
-KNOWN_GAPS["langchain-openllmetry-sdk/lc_responses_agent_tool"] = {("gpt-4o-mini", "tokens", "reasoning"): 120}
-
 FIXTURES = [i for i in span_fixtures.fixture_ids() if span_fixtures.load(i).raw_spans]
 
 
