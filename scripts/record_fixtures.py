@@ -474,16 +474,34 @@ def _tool_calling_handler(fp):
                 isinstance(m.get("content"), list) and any(b.get("type") == "tool_result" for b in m["content"])
                 for m in request.get("messages") or []
             )
-            if not tools or answered or request.get("stream") or self._scenario(request.get("model", "")):
+            if not tools or answered or self._scenario(request.get("model", "")):
                 return super()._anthropic(request)
             u = self.server.usage
-            body = {"id": f"msg_{self.number}", "type": "message", "role": "assistant", "model": request["model"] + "-20250101",
-                    "stop_sequence": None, "stop_reason": "tool_use",
-                    "content": [{"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": TOOL_ARGS}],
-                    "usage": {"input_tokens": u.input, "output_tokens": u.output,
-                              "cache_read_input_tokens": u.cache_read,
-                              "cache_creation_input_tokens": u.cache_write}}  # fmt: skip
-            return self._json(200, body)
+            usage = {"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cache_read,
+                     "cache_creation_input_tokens": u.cache_write}  # fmt: skip
+            body = {"id": f"msg_{self.number}", "type": "message", "role": "assistant",
+                    "model": request["model"] + "-20250101", "stop_sequence": None, "stop_reason": "tool_use",
+                    "content": [{"type": "tool_use", "id": f"toolu_{self.number}", "name": tools[0]["name"],
+                                 "input": TOOL_ARGS}], "usage": usage}  # fmt: skip
+            if not request.get("stream"):
+                return self._json(200, body)
+            # streamed: the tool_use block with its input as JSON deltas (added for fixtures A)
+            arguments = json.dumps(TOOL_ARGS)
+            delta_usage = usage if self.server.anthropic_cumulative_delta else {"output_tokens": u.output}
+            self._sse([
+                ("message_start", {"type": "message_start", "message": dict(
+                    body, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))}),
+                ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": dict(
+                    body["content"][0], input={})}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                    "type": "input_json_delta", "partial_json": arguments[:9]}}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                    "type": "input_json_delta", "partial_json": arguments[9:]}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use",
+                                                                      "stop_sequence": None}, "usage": delta_usage}),
+                ("message_stop", {"type": "message_stop"}),
+            ], event_names=True)  # fmt: skip
 
     return ToolCallingHandler
 
@@ -984,8 +1002,6 @@ for _provider, _prefix in (("openai", "lc_openai"), ("responses", "lc_responses"
                            ("chat_concurrent", _lc_chat_concurrent)):  # fmt: skip
         if _provider == "anthropic" and _suffix == "chat_concurrent":
             continue  # the recorder's barrier covers the OpenAI APIs
-        if _provider == "anthropic" and _suffix == "agent_tool_stream":
-            continue  # the recorder's handler answers a streamed Anthropic request with text, never a tool call
         globals()[f"{_prefix}_{_suffix}"] = _make(_provider)
         LANGCHAIN_SCENARIOS.append(f"{_prefix}_{_suffix}")
 
@@ -1335,6 +1351,8 @@ def _exchange(path: str, request: dict, body: bytes) -> dict:
                 call["tool_calls"] += [b["name"] for b in message.get("content") or [] if b.get("type") == "tool_use"]
                 if message.get("stop_reason"):
                     call["finish_reasons"].append(message["stop_reason"])
+            elif obj.get("type") == "content_block_start" and obj["content_block"].get("type") == "tool_use":
+                call["tool_calls"].append(obj["content_block"]["name"])
             elif obj.get("type") == "message_delta":
                 usage.update(obj.get("usage") or {})
                 call["finish_reasons"].append(obj["delta"].get("stop_reason"))
@@ -1595,6 +1613,7 @@ def record_inside(name: str) -> int:
     failures = 0
     with fp.FakeProviders() as server:
         server.RequestHandlerClass = _tool_calling_handler(fp)
+        server.unique_ids = True  # as the real APIs: an instrumentation may key its state by response id
         # cache writes too, so Anthropic's meaning of input tokens shows (OpenAI ignores it)
         server.usage = fp.Usage(cache_write=200)
         for scenario in recording["scenarios"]:

@@ -121,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(request, dict):
             return self._json(400, {"error": {"message": "body must be a JSON object", "type": "invalid_request"}})
         self.server.requests.append((self.path, request))
-        self.number = next(self.server.numbers)  # response ids unique per request, as the real APIs'
+        self.number = next(self.server.numbers) if self.server.unique_ids else 42
         if path.endswith("/chat/completions"):
             return self._openai_chat(request)
         if path.endswith("/responses"):
@@ -383,6 +383,9 @@ class FakeProviders(ThreadingHTTPServer):
         self.anthropic_cumulative_delta = False
         self.sent: list[bytes] = []
         self.requests: list = []
+        # response ids: 42 in every answer (identical requests, identical bytes), or unique per
+        # request, as the real APIs' (numbered from 1)
+        self.unique_ids = False
         self.numbers = itertools.count(1)
         self._thread = None
 
