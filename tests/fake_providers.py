@@ -21,6 +21,7 @@ and its output includes reasoning). Every response body sent is kept in ``sent``
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import threading
 import time
@@ -120,6 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(request, dict):
             return self._json(400, {"error": {"message": "body must be a JSON object", "type": "invalid_request"}})
         self.server.requests.append((self.path, request))
+        self.number = next(self.server.numbers) if self.server.unique_ids else 42
         if path.endswith("/chat/completions"):
             return self._openai_chat(request)
         if path.endswith("/responses"):
@@ -176,7 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._openai_error(scenario):
             return
         response_model = model + "-2025-01-01"
-        base = {"id": "chatcmpl-42", "created": 1_700_000_000, "model": response_model, "system_fingerprint": "fp"}
+        base = {"id": f"chatcmpl-{self.number}", "created": 1_700_000_000, "model": response_model,
+                "system_fingerprint": "fp"}  # fmt: skip
         if not request.get("stream"):
             content = "x" * BIG_BODY_BYTES if scenario == "big" else "".join(WORDS)
             body = dict(base, object="chat.completion", choices=[{
@@ -211,34 +214,83 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse(events, truncated=scenario == "truncated", malformed=scenario == "malformed",
                   crlf=scenario == "malformed")  # fmt: skip
 
-    def _openai_responses(self, request):
+    def _openai_responses(self, request, output: list[dict] | None = None):
+        """A Responses API answer: JSON, or the SSE events of a stream (``response.created`` ...
+        ``response.completed``); ``output`` replaces the text message (e.g. function calls)."""
         model = request.get("model", "")
         scenario = self._scenario(model)
         if self._openai_error(scenario):
             return
         u = self.server.usage
         text = "".join(WORDS)
+        n = self.number
+        message = {"type": "message", "id": f"msg_{n}", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+        output = output if output is not None else [message]
         response = {
-            "id": "resp_42", "object": "response", "created_at": 1_700_000_000, "status": "completed",
+            "id": f"resp_{n}", "object": "response", "created_at": 1_700_000_000, "status": "completed",
             "model": model + "-2025-01-01", "error": None, "incomplete_details": None,
-            "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
             "usage": {"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cache_read},
                       "output_tokens": u.output, "output_tokens_details": {"reasoning_tokens": u.reasoning},
                       "total_tokens": u.input + u.output},
         }  # fmt: skip
+        if scenario == "nousage":
+            response["usage"] = None
         if not request.get("stream"):
             return self._json(200, response)
         created = dict(response, status="in_progress", output=[], usage=None)
-        events = [("response.created", {"type": "response.created", "sequence_number": 0, "response": created})]
-        for i, word in enumerate(WORDS):
-            events.append(("response.output_text.delta", {
-                "type": "response.output_text.delta", "sequence_number": i + 1, "item_id": "msg_1",
-                "output_index": 0, "content_index": 0, "delta": word, "logprobs": []}))  # fmt: skip
-        events.append(("response.completed", {"type": "response.completed", "sequence_number": 99,
-                                              "response": response}))  # fmt: skip
+        events = [("response.created", {"type": "response.created", "response": created}),
+                  ("response.in_progress", {"type": "response.in_progress", "response": created})]  # fmt: skip
+        for index, item in enumerate(output):
+            events += self._responses_item_events(index, item)
+        events.append(("response.completed", {"type": "response.completed", "response": response}))
+        for i, (_, event) in enumerate(events):
+            event["sequence_number"] = i
         self._sse(events, event_names=True, truncated=scenario == "truncated")
+
+    @staticmethod
+    def _responses_item_events(index: int, item: dict) -> list:
+        """The stream events that build one output item, as the Responses API sends them."""
+        at = {"output_index": index}
+        if item["type"] == "function_call":
+            started = dict(item, arguments="", status="in_progress")
+            args = item["arguments"]
+            return [
+                ("response.output_item.added", {"type": "response.output_item.added", **at, "item": started}),
+                ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                 **at, "item_id": item["id"], "delta": args[: len(args) // 2]}),
+                ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                 **at, "item_id": item["id"], "delta": args[len(args) // 2 :]}),
+                ("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                 **at, "item_id": item["id"], "arguments": args}),
+                ("response.output_item.done", {"type": "response.output_item.done", **at, "item": item}),
+            ]  # fmt: skip
+        part = {"type": "output_text", "text": "", "annotations": []}
+        at_part = {**at, "item_id": item["id"], "content_index": 0}
+        events = [
+            ("response.output_item.added", {"type": "response.output_item.added", **at,
+             "item": dict(item, status="in_progress", content=[])}),
+            ("response.content_part.added", {"type": "response.content_part.added", **at_part, "part": part}),
+        ]  # fmt: skip
+        for word in WORDS:
+            events.append(("response.output_text.delta", {"type": "response.output_text.delta", **at_part,
+                                                          "delta": word, "logprobs": []}))  # fmt: skip
+        text = "".join(WORDS)
+        events += [
+            ("response.output_text.done", {"type": "response.output_text.done", **at_part, "text": text,
+                                           "logprobs": []}),
+            ("response.content_part.done", {"type": "response.content_part.done", **at_part,
+                                            "part": dict(part, text=text)}),
+            ("response.output_item.done", {"type": "response.output_item.done", **at, "item": item}),
+        ]  # fmt: skip
+        return events
+
+    @staticmethod
+    def responses_function_call(name: str, arguments: str, call_id: str = "call_1") -> dict:
+        """A Responses API output item asking for a call of the function ``name``."""
+        return {"type": "function_call", "id": "fc_" + call_id, "call_id": call_id, "name": name,
+                "arguments": arguments, "status": "completed"}  # fmt: skip
 
     # --- Anthropic ----------------------------------------------------------------------
     def _anthropic(self, request):
@@ -256,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         u = self.server.usage
         usage = {"input_tokens": u.input, "output_tokens": u.output,
                  "cache_read_input_tokens": u.cache_read, "cache_creation_input_tokens": u.cache_write}  # fmt: skip
-        message = {"id": "msg_42", "type": "message", "role": "assistant", "model": model + "-20250101",
+        message = {"id": f"msg_{self.number}", "type": "message", "role": "assistant", "model": model + "-20250101",
                    "stop_sequence": None}  # fmt: skip
         if not request.get("stream"):
             body = dict(message, content=[{"type": "text", "text": "".join(WORDS)}], stop_reason="end_turn",
@@ -276,7 +328,8 @@ class _Handler(BaseHTTPRequestHandler):
         events += [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": u.output}}),
+                               "usage": dict(usage) if self.server.anthropic_cumulative_delta
+                               else {"output_tokens": u.output}}),
             ("message_stop", {"type": "message_stop"}),
         ]  # fmt: skip
         if scenario == "529":
@@ -325,8 +378,15 @@ class FakeProviders(ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.usage = Usage()
+        # Anthropic's message_delta usage: only output_tokens (the documented example), or, as
+        # the API sends today, the cumulative usage with input and cache counts too.
+        self.anthropic_cumulative_delta = False
         self.sent: list[bytes] = []
         self.requests: list = []
+        # response ids: 42 in every answer (identical requests, identical bytes), or unique per
+        # request, as the real APIs' (numbered from 1)
+        self.unique_ids = False
+        self.numbers = itertools.count(1)
         self._thread = None
 
     @property
