@@ -214,6 +214,29 @@ RECORDINGS: dict[str, dict] = {
     },
 }
 
+# === fixtures B: Logfire, pydantic-ai's other models, google-genai, google-adk, strands ======
+# (kept in blocks of their own: another helper adds LangChain / openai-agents / litellm beside)
+LOGFIRE = ["logfire==5.4.0", "logfire-sdk==5.4.0", "opentelemetry-instrumentation==0.66b2",
+           "opentelemetry-semantic-conventions==0.66b2", "opentelemetry-exporter-otlp-proto-http==1.45.2"]  # fmt: skip
+VENVS.update({
+    "logfire": [*OTEL_SDK, *LOGFIRE, OPENAI, ANTHROPIC],
+})
+RECORDINGS.update({
+    # logfire.configure(send_to_logfire=False, additional_span_processors=[the recorder's]):
+    # Logfire's own SDK TracerProvider, as a Logfire user runs it.
+    "logfire-openai": {
+        "venv": "logfire",
+        "instrument": ["logfire_openai"],
+        "scenarios": OPENAI_SCENARIOS + ["openai_responses_stream_b"],
+    },
+    "logfire-anthropic": {
+        "venv": "logfire",
+        "instrument": ["logfire_anthropic"],
+        "scenarios": ANTHROPIC_SCENARIOS,
+    },
+})
+# === end of fixtures B (configuration) =====================================================
+
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
 API_KEY = "sk-spanmeter-dummy-key"
 OPENAI_MODEL = "gpt-4o-mini"
@@ -659,6 +682,8 @@ def pydantic_ai_agent_tool_stream(app):
 # --- instrumentations ----------------------------------------------------------------------
 def _instrument(name: str, tel) -> dict:
     """Apply one instrumentation to the recorder's providers; returns what to write down."""
+    if name in INSTRUMENT_B:  # fixtures B's instrumentations (their block, near the end)
+        return INSTRUMENT_B[name](tel)
     providers = {"tracer_provider": tel.tracer_provider, "meter_provider": tel.meter_provider}
     if name == "openai_v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -1129,6 +1154,69 @@ def record_inside(name: str) -> int:
             (out_dir / f"{scenario}.json").write_text(text)
             print(f"[{name}] {scenario}: {len(spans)} spans, {len(fixture['expected']['calls'])} calls", flush=True)
     return 1 if failures else 0
+
+# === fixtures B: instrumentations and scenarios ============================================
+def _logfire(tel) -> None:
+    """Logfire configured as a user adds a span processor of their own: its SDK TracerProvider,
+    the recorder's processors as ``additional_span_processors``; nothing leaves the machine."""
+    import tempfile
+
+    import logfire
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    if getattr(tel, "logfire", False):
+        return
+    recorder = tel.tracer_provider._active_span_processor
+
+    class Forward(SpanProcessor):
+        def on_start(self, span, parent_context=None):
+            recorder.on_start(span, parent_context=parent_context)
+
+        def on_end(self, span):
+            recorder.on_end(span)
+
+    # Logfire has a meter provider of its own: the recorder reads that one.
+    tel.metrics = InMemoryMetricReader(
+        preferred_temporality={kind: AggregationTemporality.DELTA for kind in _instrument_kinds()})
+    logfire.configure(send_to_logfire=False, console=False, service_name="spanmeter-fixtures",
+                      data_dir=tempfile.mkdtemp(), additional_span_processors=[Forward()],
+                      metrics=logfire.MetricsOptions(additional_readers=[tel.metrics]))  # fmt: skip
+    tel.logfire = True
+
+
+def _logfire_openai(tel) -> dict:
+    import logfire
+
+    _logfire(tel)
+    logfire.instrument_openai()
+    return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_openai": "defaults (version=2)"}
+
+
+def _logfire_anthropic(tel) -> dict:
+    import logfire
+
+    _logfire(tel)
+    logfire.instrument_anthropic()
+    return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_anthropic": "defaults (version=2)"}
+
+
+LOGFIRE_CONFIG = ("logfire.configure(send_to_logfire=False, console=False, additional_span_processors=[recorder], "
+                  "metrics=MetricsOptions(additional_readers=[recorder]))")  # fmt: skip
+
+PACKAGE_PATTERN = re.compile(PACKAGE_PATTERN.pattern + r"|^(logfire.*|google-genai|google-adk|strands-agents.*)$")
+
+INSTRUMENT_B = {
+    "logfire_openai": _logfire_openai,
+    "logfire_anthropic": _logfire_anthropic,
+}
+
+
+def openai_responses_stream_b(app):
+    _drain(app.openai().responses.create(model=OPENAI_MODEL, input=GREETING, stream=True))
+
+
+# === end of fixtures B (instrumentations and scenarios) ====================================
 
 
 if __name__ == "__main__":

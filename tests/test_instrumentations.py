@@ -28,6 +28,9 @@ READS = {
     "anthropic-sdk": (ALL_TOKENS, False),
     "nested-openinference-openai-v2": (ALL_TOKENS, False),
     "nested-pydantic-ai-openai-v2": (ALL_TOKENS, True),
+    # fixtures B: Logfire, pydantic-ai's other models, google-genai, google-adk, strands
+    "logfire-openai": (ALL_TOKENS, False),  # reasoning only inside the JSON of gen_ai.usage.raw
+    "logfire-anthropic": (ALL_TOKENS, False),
 }
 # What the instrumentation itself gets wrong, as spanmeter reports it: (model, metric, token type) -> value.
 KNOWN_GAPS = {
