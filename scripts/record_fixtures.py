@@ -235,6 +235,20 @@ RECORDINGS.update({
         "scenarios": ANTHROPIC_SCENARIOS,
     },
 })
+GOOGLE_GENAI = "google-genai==2.34.0"  # google-adk 2.13 wants <3; pydantic-ai 2.68 too
+VENVS.update({
+    "pydantic-ai-models": [*OTEL_SDK, "pydantic-ai-slim[openai,anthropic,google]==2.68.0", OPENAI, ANTHROPIC,
+                           GOOGLE_GENAI],
+})
+# pydantic-ai agents on each model: a plain run, a run with a tool, the same streamed, a failed run
+PAI_SCENARIOS = ["pai_{}_agent", "pai_{}_agent_tool", "pai_{}_agent_tool_stream", "pai_{}_agent_error"]
+for _model in ("anthropic", "google", "responses"):
+    RECORDINGS[f"pydantic-ai-{_model}"] = {
+        "venv": "pydantic-ai-models",
+        "instrument": ["pydantic_ai"],
+        "scenarios": [name.format(_model) for name in PAI_SCENARIOS],
+    }
+GEMINI_MODEL = "gemini-2.5-flash"
 # === end of fixtures B (configuration) =====================================================
 
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
@@ -847,6 +861,8 @@ def _exchange(path: str, request: dict, body: bytes) -> dict:
     and its tokens in the GenAI meaning (input includes cache reads and writes, output includes
     reasoning)."""
     objects, streamed = _parse_body(body)
+    if _is_gemini(path):  # fixtures B
+        return _gemini_exchange(path, objects, streamed)
     call = {"path": path.split("?", 1)[0], "request_model": request.get("model"), "stream": streamed,
             "status": "ok", "response_model": None, "usage": None, "tool_calls": [], "finish_reasons": []}  # fmt: skip
     usage: dict = {}
@@ -895,6 +911,8 @@ def _genai_tokens(path: str, usage: dict) -> dict:
             d = (d or {}).get(key)
         return d or 0
 
+    if _is_gemini(path):  # fixtures B
+        return _gemini_tokens(usage)
     if path.endswith("/messages"):
         cache_read = n(usage, "cache_read_input_tokens")
         cache_write = n(usage, "cache_creation_input_tokens")
@@ -928,6 +946,7 @@ def _expected(server, app) -> dict:
         "tool_calls_requested": _count(name for call in calls for name in call["tool_calls"]),
         "tool_executions": dict(sorted(app.tool_runs.items())),
         "agent_runs": {AGENT_NAME: 1} if app.scenario.startswith(("pydantic_ai", "traceloop")) else {},
+        **_expected_runs(app),  # fixtures B: marked by the scenario (_agent_run), where it marks them
     }
 
 
@@ -1106,7 +1125,7 @@ def record_inside(name: str) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     with fp.FakeProviders() as server:
-        server.RequestHandlerClass = _tool_calling_handler(fp)
+        server.RequestHandlerClass = _handler_b(_tool_calling_handler(fp))
         # cache writes too, so Anthropic's meaning of input tokens shows (OpenAI ignores it)
         server.usage = fp.Usage(cache_write=200)
         for scenario in recording["scenarios"]:
@@ -1114,6 +1133,7 @@ def record_inside(name: str) -> int:
             server.requests.clear()
             server.sent.clear()
             app = _App(server.url, recording, scenario)
+            app.server = server  # fixtures B: _agent_run reads the server's log
             server.response_model_names = None
             if scenario.startswith("pydantic_ai"):
                 server.response_model_names = PRICED_RESPONSE_MODELS
@@ -1214,6 +1234,228 @@ INSTRUMENT_B = {
 
 def openai_responses_stream_b(app):
     _drain(app.openai().responses.create(model=OPENAI_MODEL, input=GREETING, stream=True))
+
+
+def _handler_b(base):
+    """Fixtures B's tool calls on top of ``base``: a streamed Anthropic ``tool_use`` and the
+    Responses API's ``function_call`` (JSON and stream); Gemini's are the fake server's own."""
+
+    class Handler(base):
+        def _anthropic(self, request):
+            tools = request.get("tools") or []
+            answered = any(isinstance(m.get("content"), list) and any(b.get("type") == "tool_result" for b in m["content"])
+                           for m in request.get("messages") or [])  # fmt: skip
+            if not tools or answered or not request.get("stream") or self._scenario(request.get("model", "")):
+                return super()._anthropic(request)
+            u = self.server.usage
+            usage = {"input_tokens": u.input, "output_tokens": 1, "cache_read_input_tokens": u.cache_read,
+                     "cache_creation_input_tokens": u.cache_write}  # fmt: skip
+            message = {"id": f"msg_{len(self.server.requests)}", "type": "message", "role": "assistant",
+                       "model": request["model"] + "-20250101", "stop_sequence": None, "stop_reason": None,
+                       "content": [], "usage": usage}  # fmt: skip
+            block = {"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": {}}
+            args = json.dumps(TOOL_ARGS)
+            self._sse([
+                ("message_start", {"type": "message_start", "message": message}),
+                ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "input_json_delta", "partial_json": args[:9]}}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "input_json_delta", "partial_json": args[9:]}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                   "usage": {"output_tokens": u.output}}),
+                ("message_stop", {"type": "message_stop"}),
+            ], event_names=True)  # fmt: skip
+
+        def _openai_responses(self, request):
+            tools = [t for t in request.get("tools") or [] if t.get("type") == "function"]
+            items = request.get("input") if isinstance(request.get("input"), list) else []
+            answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+            if not tools or answered or self._scenario(request.get("model", "")):
+                return super()._openai_responses(request)
+            u = self.server.usage
+            call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": tools[0]["name"],
+                    "arguments": json.dumps(TOOL_ARGS), "status": "completed"}  # fmt: skip
+            response = {
+                "id": f"resp_{len(self.server.requests)}", "object": "response", "created_at": 1_700_000_000,
+                "status": "completed", "model": request["model"] + "-2025-01-01", "error": None,
+                "incomplete_details": None, "output": [call], "parallel_tool_calls": True, "tool_choice": "auto",
+                "tools": [], "usage": {"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cache_read},
+                                       "output_tokens": u.output,
+                                       "output_tokens_details": {"reasoning_tokens": u.reasoning},
+                                       "total_tokens": u.input + u.output}}  # fmt: skip
+            if not request.get("stream"):
+                return self._json(200, response)
+            created = dict(response, status="in_progress", output=[], usage=None)
+            events = [
+                ("response.created", {"type": "response.created", "response": created}),
+                ("response.in_progress", {"type": "response.in_progress", "response": created}),
+                ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                "item": dict(call, arguments="", status="in_progress")}),
+                ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                 "output_index": 0, "item_id": call["id"], "delta": call["arguments"]}),
+                ("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                 "output_index": 0, "item_id": call["id"], "arguments": call["arguments"]}),
+                ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": call}),
+                ("response.completed", {"type": "response.completed", "response": response}),
+            ]  # fmt: skip
+            for i, (_, event) in enumerate(events):
+                event["sequence_number"] = i
+            self._sse(events, event_names=True)
+
+    return Handler
+
+
+def _gemini_client(app):
+    """A google-genai client on the fake server: no retries, nothing sent elsewhere."""
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key=API_KEY, http_options=types.HttpOptions(
+        base_url=app.url, retry_options=types.HttpRetryOptions(attempts=1)))  # fmt: skip
+
+
+def _pai_model(app, kind: str, suffix: str = ""):
+    if kind == "anthropic":
+        import anthropic
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        # The SDK's own spans are on by default; off here to isolate pydantic-ai's.
+        app.notes.append("anthropic SDK's own spans switched off (AsyncAnthropic(open_telemetry=False))")
+        client = anthropic.AsyncAnthropic(base_url=app.url, api_key=API_KEY, max_retries=0, open_telemetry=False)
+        return AnthropicModel(ANTHROPIC_MODEL + suffix, provider=AnthropicProvider(anthropic_client=client))
+    if kind == "google":
+        from pydantic_ai.models.google import GoogleModel
+        from pydantic_ai.providers.google import GoogleProvider
+
+        return GoogleModel(GEMINI_MODEL + suffix, provider=GoogleProvider(client=_gemini_client(app)))
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    return OpenAIResponsesModel(OPENAI_MODEL + suffix, provider=OpenAIProvider(openai_client=app.openai(True)))
+
+
+def _pai_agent(app, kind: str, tool: bool, suffix: str = ""):
+    from pydantic_ai import Agent
+
+    agent = Agent(_pai_model(app, kind, suffix), name=AGENT_NAME, instructions="Answer with the weather tool.")
+    if tool:
+
+        @agent.tool_plain
+        def get_weather(city: str) -> str:
+            """Current weather in a city."""
+            return app.run_tool(TOOL_NAME, {"city": city})
+
+    return agent
+
+
+def _pai_scenarios(kind: str) -> None:
+    """The scenarios of ``PAI_SCENARIOS`` for one pydantic-ai model, as module functions."""
+
+    def plain(app):
+        with _agent_run(app, AGENT_NAME):
+            assert _pai_agent(app, kind, tool=False).run_sync(GREETING).output
+
+    def with_tool(app):
+        with _agent_run(app, AGENT_NAME):
+            assert _pai_agent(app, kind, tool=True).run_sync(QUESTION).output
+
+    def streamed(app):
+        import asyncio
+
+        agent = _pai_agent(app, kind, tool=True)
+
+        async def run():
+            async with agent.run_stream(QUESTION) as result:
+                return await result.get_output()
+
+        with _agent_run(app, AGENT_NAME):
+            assert asyncio.run(run())
+
+    def failed(app):
+        from pydantic_ai.exceptions import ModelHTTPError
+
+        with _agent_run(app, AGENT_NAME):
+            try:
+                _pai_agent(app, kind, tool=True, suffix="-429").run_sync(QUESTION)
+            except ModelHTTPError:
+                return
+        raise AssertionError("the fake server should have answered 429")
+
+    for template, function in zip(PAI_SCENARIOS, (plain, with_tool, streamed, failed)):
+        globals()[template.format(kind)] = function
+
+
+for _kind in ("anthropic", "google", "responses"):
+    _pai_scenarios(_kind)
+
+
+# --- fixtures B: agent runs as the app ran them, and Gemini bodies -----------------------------
+class _agent_run:
+    """Marks an agent run (or, ``workflow=True``, a workflow) the app makes: ``expected``'s
+    ``agent_runs`` / ``workflows`` count them, and ``calls_by_agent`` counts the requests the
+    fake server got while the run was in progress."""
+
+    def __init__(self, app, name: str, workflow: bool = False):
+        self.app, self.name, self.workflow = app, name, workflow
+
+    def __enter__(self):
+        self.first = len(self.app.server.requests)
+        return self
+
+    def __exit__(self, *exc):
+        app = self.app
+        if not hasattr(app, "runs_b"):
+            app.runs_b = {"agent_runs": {}, "calls_by_agent": {}, "workflows": {}}
+        if self.workflow:
+            app.runs_b["workflows"][self.name] = app.runs_b["workflows"].get(self.name, 0) + 1
+            return
+        runs, calls = app.runs_b["agent_runs"], app.runs_b["calls_by_agent"]
+        runs[self.name] = runs.get(self.name, 0) + 1
+        calls[self.name] = calls.get(self.name, 0) + len(app.server.requests) - self.first
+
+
+def _expected_runs(app) -> dict:
+    return {k: dict(sorted(v.items())) for k, v in getattr(app, "runs_b", {}).items()}
+
+
+def _is_gemini(path: str) -> bool:
+    return ":generateContent" in path or ":streamGenerateContent" in path
+
+
+def _gemini_exchange(path: str, objects: list, streamed: bool) -> dict:
+    """A Gemini call: the model is in the path; a stream is SSE or one JSON array."""
+    if len(objects) == 1 and isinstance(objects[0], list):  # streamGenerateContent without alt=sse
+        objects, streamed = objects[0], True
+    path = path.split("?", 1)[0]
+    call = {"path": path, "request_model": path.split("/models/", 1)[1].split(":", 1)[0], "stream": streamed,
+            "status": "ok", "response_model": None, "usage": None, "tool_calls": [], "finish_reasons": []}  # fmt: skip
+    usage: dict = {}
+    for obj in objects:
+        if isinstance(obj.get("error"), dict):
+            call["status"] = "error"
+            call["error"] = {k: obj["error"].get(k) for k in ("code", "status") if obj["error"].get(k) is not None}
+        call["response_model"] = obj.get("modelVersion") or call["response_model"]
+        usage = obj.get("usageMetadata") or usage  # each chunk carries the running total
+        for candidate in obj.get("candidates") or []:
+            parts = (candidate.get("content") or {}).get("parts") or []
+            call["tool_calls"] += [p["functionCall"]["name"] for p in parts if "functionCall" in p]
+            if candidate.get("finishReason"):
+                call["finish_reasons"].append(candidate["finishReason"])
+    if usage:
+        call["usage"] = usage
+        call["tokens"] = _gemini_tokens(usage)
+    return call
+
+
+def _gemini_tokens(usage: dict) -> dict:
+    """Gemini's counts in the GenAI meaning: promptTokenCount already includes the cached
+    tokens; candidatesTokenCount excludes the thoughts, which GenAI output includes."""
+    thoughts = usage.get("thoughtsTokenCount") or 0
+    return {"input": usage.get("promptTokenCount") or 0, "output": (usage.get("candidatesTokenCount") or 0) + thoughts,
+            "cache_read": usage.get("cachedContentTokenCount") or 0, "cache_write": 0, "reasoning": thoughts}  # fmt: skip
 
 
 # === end of fixtures B (instrumentations and scenarios) ====================================

@@ -26,7 +26,10 @@ Format 1 (JSON, keys sorted, one-space indent; all times are integer nanoseconds
   the tools the model asked for; ``finish_reasons``); ``by_model`` (per requested model:
   ``calls``, ``errors``, ``response_models``, summed ``tokens``); ``tool_calls_requested``
   and ``tool_executions`` (tool name -> count: asked by the model / run by the app);
-  ``agent_runs`` (agent name -> count).
+  ``agent_runs`` (agent name -> count). Where the scenario marks the app's agent runs (newer
+  recordings), also ``calls_by_agent`` (agent name -> the HTTP requests the fake server got
+  while a run of that agent was in progress; nested runs count a call for each) and
+  ``workflows`` (workflow name -> runs, where a framework wraps agents in a workflow).
 - ``resource``: the resource attributes shared by every span (a span with another resource
   has its own ``resource``).
 - ``spans``, in the order they ended: ``name``, ``kind`` (``SpanKind`` name), ``trace_id``

@@ -31,6 +31,9 @@ READS = {
     # fixtures B: Logfire, pydantic-ai's other models, google-genai, google-adk, strands
     "logfire-openai": (ALL_TOKENS, False),  # reasoning only inside the JSON of gen_ai.usage.raw
     "logfire-anthropic": (ALL_TOKENS, False),
+    "pydantic-ai-anthropic": (ALL_TOKENS, True),
+    "pydantic-ai-google": (ALL_TOKENS, True),  # reasoning in gen_ai.usage.details.thoughts_tokens
+    "pydantic-ai-responses": (ALL_TOKENS, True),
 }
 # What the instrumentation itself gets wrong, as spanmeter reports it: (model, metric, token type) -> value.
 KNOWN_GAPS = {
