@@ -249,6 +249,14 @@ for _model in ("anthropic", "google", "responses"):
         "scenarios": [name.format(_model) for name in PAI_SCENARIOS],
     }
 GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_SCENARIOS = ["gemini_generate", "gemini_generate_stream", "gemini_tool_roundtrip", "gemini_generate_error"]
+VENVS["google-genai"] = [*OTEL_SDK, "opentelemetry-instrumentation-google-genai==1.3b0", "opentelemetry-util-genai==1.3b0",
+                         "opentelemetry-instrumentation==0.66b2", "opentelemetry-semantic-conventions==0.66b2",
+                         GOOGLE_GENAI]  # fmt: skip (the instrumentation refuses google-genai 3.x)
+RECORDINGS["google-genai"] = {"venv": "google-genai", "instrument": ["google_genai"], "scenarios": GEMINI_SCENARIOS}
+# the SDK's automatic function calling runs the tool itself (traced), so a recording of its own
+RECORDINGS["google-genai-automatic-function-calling"] = {"venv": "google-genai", "instrument": ["google_genai"],
+                                                         "scenarios": ["gemini_tool_automatic"]}  # fmt: skip
 # === end of fixtures B (configuration) =====================================================
 
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
@@ -1390,6 +1398,77 @@ def _pai_scenarios(kind: str) -> None:
 
 for _kind in ("anthropic", "google", "responses"):
     _pai_scenarios(_kind)
+
+
+# --- fixtures B: the google-genai SDK (under its OpenTelemetry instrumentation) ------------------
+GEMINI_TOOL = {"function_declarations": [{"name": TOOL_NAME, "description": "Current weather in a city.",
+                                          "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}},
+                                                         "required": ["city"]}}]}  # fmt: skip
+
+
+# (each keeps its client in a variable: a dropped google-genai 3.x Client closes its connection)
+def gemini_generate(app):
+    client = _gemini_client(app)
+    client.models.generate_content(model=GEMINI_MODEL, contents=GREETING)
+
+
+def gemini_generate_stream(app):
+    client = _gemini_client(app)
+    for _ in client.models.generate_content_stream(model=GEMINI_MODEL, contents=GREETING):
+        pass
+
+
+def gemini_tool_roundtrip(app):
+    """The app runs the function the model asked for and sends its result back."""
+    from google.genai import types
+
+    client = _gemini_client(app)
+    config = types.GenerateContentConfig(tools=[GEMINI_TOOL],
+                                         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))  # fmt: skip
+    contents = [types.Content(role="user", parts=[types.Part(text=QUESTION)])]
+    first = client.models.generate_content(model=GEMINI_MODEL, contents=contents, config=config)
+    call = first.function_calls[0]
+    result = app.run_tool(call.name, dict(call.args))
+    contents += [first.candidates[0].content,
+                 types.Content(role="user", parts=[types.Part.from_function_response(name=call.name,
+                                                                                     response={"result": result})])]  # fmt: skip
+    client.models.generate_content(model=GEMINI_MODEL, contents=contents, config=config)
+
+
+def gemini_tool_automatic(app):
+    """The SDK's automatic function calling: one generate_content, two requests, the tool run between."""
+
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    from google.genai import types
+
+    client = _gemini_client(app)
+    client.models.generate_content(model=GEMINI_MODEL, contents=QUESTION,
+                                   config=types.GenerateContentConfig(tools=[get_weather]))
+
+
+def gemini_generate_error(app):
+    from google.genai import errors
+
+    client = _gemini_client(app)
+    try:
+        client.models.generate_content(model=GEMINI_MODEL + "-429", contents=GREETING)
+    except errors.ClientError:
+        return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def _google_genai(tel) -> dict:
+    from opentelemetry.instrumentation.google_genai import GoogleGenAiSdkInstrumentor
+
+    GoogleGenAiSdkInstrumentor().instrument(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider,
+                                            logger_provider=tel.logger_provider)  # fmt: skip
+    return {}
+
+
+INSTRUMENT_B["google_genai"] = _google_genai
 
 
 # --- fixtures B: agent runs as the app ran them, and Gemini bodies -----------------------------
