@@ -257,6 +257,15 @@ RECORDINGS["google-genai"] = {"venv": "google-genai", "instrument": ["google_gen
 # the SDK's automatic function calling runs the tool itself (traced), so a recording of its own
 RECORDINGS["google-genai-automatic-function-calling"] = {"venv": "google-genai", "instrument": ["google_genai"],
                                                          "scenarios": ["gemini_tool_automatic"]}  # fmt: skip
+# google-adk 2.13.0 pins opentelemetry-api/sdk >=1.39,<=1.44 and google-genai >=2.30,<3.
+VENVS["google-adk"] = ["google-adk==2.13.0", "opentelemetry-api==1.44.0", "opentelemetry-sdk==1.44.0",
+                       "opentelemetry-instrumentation==0.65b0", "opentelemetry-semantic-conventions==0.65b0",
+                       "opentelemetry-instrumentation-google-genai==1.3b0", "opentelemetry-util-genai==1.3b0",
+                       GOOGLE_GENAI]  # fmt: skip
+_ADK = ["adk_agent", "adk_agent_tool", "adk_agent_tool_stream", "adk_agent_error", "adk_workflow"]
+RECORDINGS["google-adk"] = {"venv": "google-adk", "instrument": ["google_adk"], "scenarios": _ADK}
+RECORDINGS["google-adk-google-genai"] = {"venv": "google-adk", "instrument": ["google_adk", "google_genai"],
+                                         "scenarios": _ADK}  # fmt: skip
 # === end of fixtures B (configuration) =====================================================
 
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
@@ -1469,6 +1478,89 @@ def _google_genai(tel) -> dict:
 
 
 INSTRUMENT_B["google_genai"] = _google_genai
+
+
+# --- fixtures B: google-adk's own spans (alone, and with the google-genai instrumentor) -----------
+def _adk_agent(app, name: str = AGENT_NAME, tool: bool = True, suffix: str = "", client=None):
+    from google.adk.agents import LlmAgent
+    from google.adk.models import Gemini
+
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    # a client of our own: the fake server, no retries (ADK's default client would retry a 429)
+    model = Gemini(model=GEMINI_MODEL + suffix, client=client or _gemini_client(app))
+    return LlmAgent(name=name, model=model, instruction="Answer with the weather tool.",
+                    tools=[get_weather] if tool else [])  # fmt: skip
+
+
+def _adk_run(app, agent, question: str = QUESTION, streaming: bool = False) -> list:
+    """One user turn through ADK's in-memory runner (its sync ``run``, as its quickstart does)."""
+    import asyncio
+
+    from google.adk.agents.run_config import RunConfig, StreamingMode
+    from google.adk.runners import InMemoryRunner
+    from google.genai import types
+
+    runner = InMemoryRunner(agent=agent, app_name="weather_app")
+    session = asyncio.run(runner.session_service.create_session(app_name="weather_app", user_id="user-1"))
+    config = RunConfig(streaming_mode=StreamingMode.SSE if streaming else StreamingMode.NONE)
+    message = types.Content(role="user", parts=[types.Part(text=question)])
+    # ADK runs every invocation as a workflow named after the root agent (``invoke_workflow``
+    # span; its own gen_ai.invoke_workflow.duration metric counts it): marked as such.
+    with _agent_run(app, agent.name, workflow=True):
+        return list(runner.run(user_id="user-1", session_id=session.id, new_message=message, run_config=config))
+
+
+def adk_agent(app):
+    with _agent_run(app, AGENT_NAME):
+        _adk_run(app, _adk_agent(app, tool=False), GREETING)
+
+
+def adk_agent_tool(app):
+    with _agent_run(app, AGENT_NAME):
+        _adk_run(app, _adk_agent(app))
+
+
+def adk_agent_tool_stream(app):
+    with _agent_run(app, AGENT_NAME):
+        _adk_run(app, _adk_agent(app), streaming=True)
+
+
+def adk_agent_error(app):
+    from google.genai import errors
+
+    with _agent_run(app, AGENT_NAME):
+        try:
+            _adk_run(app, _adk_agent(app, suffix="-429"))
+        except errors.ClientError:
+            return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def adk_workflow(app):
+    """A SequentialAgent (ADK's workflow agent) running two LLM agents, each marked by callbacks."""
+    from google.adk.agents import SequentialAgent
+
+    runs = {}
+
+    def before(callback_context):
+        runs[callback_context.agent_name] = _agent_run(app, callback_context.agent_name).__enter__()
+
+    def after(callback_context):
+        runs.pop(callback_context.agent_name).__exit__(None, None, None)
+
+    client = _gemini_client(app)
+    weather = _adk_agent(app, client=client)
+    summary = _adk_agent(app, name="summary_agent", tool=False, client=client)
+    for agent in (weather, summary):
+        agent.before_agent_callback, agent.after_agent_callback = before, after
+    # (deprecated in 2.x for ``Workflow``, which cannot yet hold LlmAgents; still what apps run)
+    _adk_run(app, SequentialAgent(name="weather_workflow", sub_agents=[weather, summary]))
+
+
+INSTRUMENT_B["google_adk"] = lambda tel: {}  # its spans are built in; it uses the global tracer provider
 
 
 # --- fixtures B: agent runs as the app ran them, and Gemini bodies -----------------------------

@@ -36,6 +36,8 @@ READS = {
     "pydantic-ai-responses": (ALL_TOKENS, True),
     "google-genai": (("input", "output", "cache_read", "reasoning"), False),
     "google-genai-automatic-function-calling": (("input", "output", "cache_read", "reasoning"), True),
+    "google-adk": (("input", "output", "cache_read", "reasoning"), True),
+    "google-adk-google-genai": (("input", "output", "cache_read", "reasoning"), True),
 }
 # What the instrumentation itself gets wrong, as spanmeter reports it: (model, metric, token type) -> value.
 KNOWN_GAPS = {
