@@ -266,6 +266,13 @@ _ADK = ["adk_agent", "adk_agent_tool", "adk_agent_tool_stream", "adk_agent_error
 RECORDINGS["google-adk"] = {"venv": "google-adk", "instrument": ["google_adk"], "scenarios": _ADK}
 RECORDINGS["google-adk-google-genai"] = {"venv": "google-adk", "instrument": ["google_adk", "google_genai"],
                                          "scenarios": _ADK}  # fmt: skip
+# strands-agents' openai extra wants openai<3
+VENVS["strands"] = ["strands-agents[openai]==1.62.0", "openai==2.54.0", "opentelemetry-api==1.45.1",
+                    "opentelemetry-sdk==1.45.1", "opentelemetry-instrumentation-threading==0.66b1"]  # fmt: skip
+_STRANDS = ["strands_agent", "strands_agent_tool", "strands_agent_tool_stream", "strands_agent_error"]
+RECORDINGS["strands"] = {"venv": "strands", "instrument": ["strands"], "scenarios": _STRANDS}
+RECORDINGS["strands-latest-experimental"] = {"venv": "strands", "instrument": ["strands"], "scenarios": _STRANDS,
+                                             "env": {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"}}
 # === end of fixtures B (configuration) =====================================================
 
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
@@ -1561,6 +1568,67 @@ def adk_workflow(app):
 
 
 INSTRUMENT_B["google_adk"] = lambda tel: {}  # its spans are built in; it uses the global tracer provider
+
+
+# --- fixtures B: strands-agents' own spans, its OpenAI model on the fake server -----------------
+def _strands_agent(app, tool: bool = True, suffix: str = ""):
+    from strands import Agent, tool as strands_tool
+    from strands.models.openai import OpenAIModel
+
+    @strands_tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city.
+
+        Args:
+            city: the city
+        """
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    model = OpenAIModel(client_args={"base_url": app.url + "/v1", "api_key": API_KEY, "max_retries": 0},
+                        model_id=OPENAI_MODEL + suffix)  # fmt: skip
+    return Agent(name=AGENT_NAME, model=model, system_prompt="Answer with the weather tool.",
+                 tools=[get_weather] if tool else [], callback_handler=None)  # fmt: skip
+
+
+def strands_agent(app):
+    with _agent_run(app, AGENT_NAME):
+        _strands_agent(app, tool=False)(GREETING)
+
+
+def strands_agent_tool(app):
+    with _agent_run(app, AGENT_NAME):
+        _strands_agent(app)(QUESTION)
+
+
+def strands_agent_tool_stream(app):
+    """The agent's event stream (``stream_async``), as a streaming UI consumes it."""
+    import asyncio
+
+    agent = _strands_agent(app)
+
+    async def run():
+        async for _ in agent.stream_async(QUESTION):
+            pass
+
+    with _agent_run(app, AGENT_NAME):
+        asyncio.run(run())
+
+
+def strands_agent_error(app):
+    import openai
+
+    with _agent_run(app, AGENT_NAME):
+        try:
+            _strands_agent(app, suffix="-429")(QUESTION)
+        except Exception as error:  # strands wraps a rate limit in its ModelThrottledException
+            if not isinstance(error.__cause__ or error, openai.RateLimitError) and "Rate limit" not in str(error):
+                raise
+            app.notes.append(f"the run raised {type(error).__module__}.{type(error).__name__}")
+            return
+    raise AssertionError("the fake server should have answered 429")
+
+
+INSTRUMENT_B["strands"] = lambda tel: {}  # its spans are built in; it uses the global tracer provider
 
 
 # --- fixtures B: agent runs as the app ran them, and Gemini bodies -----------------------------

@@ -38,6 +38,8 @@ READS = {
     "google-genai-automatic-function-calling": (("input", "output", "cache_read", "reasoning"), True),
     "google-adk": (("input", "output", "cache_read", "reasoning"), True),
     "google-adk-google-genai": (("input", "output", "cache_read", "reasoning"), True),
+    "strands": (("input", "output", "cache_read"), True),
+    "strands-latest-experimental": (("input", "output", "cache_read"), True),
 }
 # What the instrumentation itself gets wrong, as spanmeter reports it: (model, metric, token type) -> value.
 KNOWN_GAPS = {
@@ -166,3 +168,21 @@ def test_openinference_failed_call_keeps_its_model_and_error_class(meter, scrape
     assert s.value("model_inference_calls_total", agent_name="unknown", model_id="gpt-4o-mini-429") == 1
     assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gpt-4o-mini-429",
                    error_type="openai.RateLimitError") == 1  # fmt: skip
+
+
+AGENT_FIXTURES = [i for i in FIXTURES if "calls_by_agent" in span_fixtures.load(i).expected]
+
+
+@pytest.mark.parametrize("fixture_id", AGENT_FIXTURES)
+def test_calls_inside_an_agent_run_carry_its_agent_name_and_no_run_is_invented(fixture_id, meter, scrape):
+    """Where the recording marked the app's agent runs: each LLM request made during a run is
+    counted under that run's agent, and the agents with runs are exactly the app's agents."""
+    fixture = span_fixtures.load(fixture_id)
+    gaps = KNOWN_GAPS.get(fixture_id, {})
+    fixture.replay(meter.processor)
+    s = scrape()
+    for agent, calls in fixture.expected["calls_by_agent"].items():
+        want = gaps.get((agent, "calls_by_agent", None), calls)
+        assert s.total("model_inference_calls_total", agent_name=agent) == want, agent
+    runs = {x.labels["agent_name"]: x.value for x in s.samples if x.name == "agent_requests_total"}
+    assert runs == fixture.expected["agent_runs"]  # a workflow is no agent run
