@@ -273,6 +273,19 @@ _STRANDS = ["strands_agent", "strands_agent_tool", "strands_agent_tool_stream", 
 RECORDINGS["strands"] = {"venv": "strands", "instrument": ["strands"], "scenarios": _STRANDS}
 RECORDINGS["strands-latest-experimental"] = {"venv": "strands", "instrument": ["strands"], "scenarios": _STRANDS,
                                              "env": {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"}}
+# The common Logfire set-up: pydantic-ai agents and the SDK under them, both instrumented by Logfire
+VENVS["logfire-pydantic-ai"] = [*OTEL_SDK, *LOGFIRE, "pydantic-ai-slim[openai,anthropic]==2.68.0", OPENAI, ANTHROPIC]
+RECORDINGS["logfire-pydantic-ai-openai"] = {
+    "venv": "logfire-pydantic-ai",
+    "instrument": ["logfire_pydantic_ai", "logfire_openai"],
+    "scenarios": ["pai_chat_agent_tool", "pai_chat_agent_tool_stream", "pai_chat_agent_error",
+                  "pai_responses_agent_tool", "pai_responses_agent_tool_stream"],
+}  # fmt: skip
+RECORDINGS["logfire-pydantic-ai-anthropic"] = {
+    "venv": "logfire-pydantic-ai",
+    "instrument": ["logfire_pydantic_ai", "logfire_anthropic"],
+    "scenarios": ["pai_anthropic_agent_tool", "pai_anthropic_agent_tool_stream", "pai_anthropic_agent_error"],
+}
 # === end of fixtures B (configuration) =====================================================
 
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
@@ -903,6 +916,8 @@ def _exchange(path: str, request: dict, body: bytes) -> dict:
                 call["tool_calls"] += [b["name"] for b in message.get("content") or [] if b.get("type") == "tool_use"]
                 if message.get("stop_reason"):
                     call["finish_reasons"].append(message["stop_reason"])
+            elif obj.get("type") == "content_block_start" and obj["content_block"].get("type") == "tool_use":
+                call["tool_calls"].append(obj["content_block"]["name"])  # a streamed tool call
             elif obj.get("type") == "message_delta":
                 usage.update(obj.get("usage") or {})
                 call["finish_reasons"].append(obj["delta"].get("stop_reason"))
@@ -1245,6 +1260,14 @@ def _logfire_anthropic(tel) -> dict:
     return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_anthropic": "defaults (version=2)"}
 
 
+def _logfire_pydantic_ai(tel) -> dict:
+    import logfire
+
+    _logfire(tel)
+    logfire.instrument_pydantic_ai()
+    return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_pydantic_ai": "defaults"}
+
+
 LOGFIRE_CONFIG = ("logfire.configure(send_to_logfire=False, console=False, additional_span_processors=[recorder], "
                   "metrics=MetricsOptions(additional_readers=[recorder]))")  # fmt: skip
 
@@ -1253,6 +1276,7 @@ PACKAGE_PATTERN = re.compile(PACKAGE_PATTERN.pattern + r"|^(logfire.*|google-gen
 INSTRUMENT_B = {
     "logfire_openai": _logfire_openai,
     "logfire_anthropic": _logfire_anthropic,
+    "logfire_pydantic_ai": _logfire_pydantic_ai,
 }
 
 
@@ -1355,9 +1379,11 @@ def _pai_model(app, kind: str, suffix: str = ""):
         from pydantic_ai.providers.google import GoogleProvider
 
         return GoogleModel(GEMINI_MODEL + suffix, provider=GoogleProvider(client=_gemini_client(app)))
-    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
+    if kind == "chat":
+        return OpenAIChatModel(OPENAI_MODEL + suffix, provider=OpenAIProvider(openai_client=app.openai(True)))
     return OpenAIResponsesModel(OPENAI_MODEL + suffix, provider=OpenAIProvider(openai_client=app.openai(True)))
 
 
@@ -1412,7 +1438,7 @@ def _pai_scenarios(kind: str) -> None:
         globals()[template.format(kind)] = function
 
 
-for _kind in ("anthropic", "google", "responses"):
+for _kind in ("anthropic", "google", "responses", "chat"):
     _pai_scenarios(_kind)
 
 

@@ -38,6 +38,8 @@ READS = {
     "google-genai-automatic-function-calling": (("input", "output", "cache_read", "reasoning"), True),
     "google-adk": (("input", "output", "cache_read", "reasoning"), True),
     "google-adk-google-genai": (("input", "output", "cache_read", "reasoning"), True),
+    "logfire-pydantic-ai-openai": (ALL_TOKENS, True),
+    "logfire-pydantic-ai-anthropic": (ALL_TOKENS, True),
     "strands": (("input", "output", "cache_read"), True),
     "strands-latest-experimental": (("input", "output", "cache_read"), True),
 }
