@@ -232,7 +232,8 @@ RECORDINGS.update({
     "logfire-anthropic": {
         "venv": "logfire",
         "instrument": ["logfire_anthropic"],
-        "scenarios": ANTHROPIC_SCENARIOS,
+        "scenarios": ANTHROPIC_SCENARIOS + ["logfire_anthropic_messages_with_sdk_spans",
+                                            "logfire_anthropic_stream_helper_with_sdk_spans"],
     },
 })
 GOOGLE_GENAI = "google-genai==2.34.0"  # google-adk 2.13 wants <3; pydantic-ai 2.68 too
@@ -1278,6 +1279,31 @@ INSTRUMENT_B = {
     "logfire_anthropic": _logfire_anthropic,
     "logfire_pydantic_ai": _logfire_pydantic_ai,
 }
+
+
+def _logfire_anthropic_sdk_spans(app):
+    """An anthropic client with its own spans on (its default) going where a Logfire app's global
+    tracer provider would send them: Logfire's (the recorder's own global is set first)."""
+    import anthropic
+    import logfire
+
+    provider = logfire.DEFAULT_LOGFIRE_INSTANCE.config.get_tracer_provider()
+    app.notes.append("anthropic SDK's own spans on, to Logfire's tracer provider (a Logfire app's global)")
+    return anthropic.Anthropic(base_url=app.url, api_key=API_KEY, max_retries=0,
+                               open_telemetry={"tracer_provider": provider})  # fmt: skip
+
+
+def logfire_anthropic_messages_with_sdk_spans(app):
+    _logfire_anthropic_sdk_spans(app).messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}])  # fmt: skip
+
+
+def logfire_anthropic_stream_helper_with_sdk_spans(app):
+    with _logfire_anthropic_sdk_spans(app).messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    ) as stream:
+        for _ in stream.text_stream:
+            pass
 
 
 def openai_responses_stream_b(app):
