@@ -249,6 +249,8 @@ for _model in ("anthropic", "google", "responses"):
         "instrument": ["pydantic_ai"],
         "scenarios": [name.format(_model) for name in PAI_SCENARIOS],
     }
+RECORDINGS["pydantic-ai-anthropic"]["scenarios"] += ["pai_anthropic_agent_tool_with_sdk_spans",
+                                                     "pai_anthropic_agent_tool_stream_with_sdk_spans"]
 GEMINI_MODEL = "gemini-2.5-flash"
 GEMINI_SCENARIOS = ["gemini_generate", "gemini_generate_stream", "gemini_tool_roundtrip", "gemini_generate_error"]
 VENVS["google-genai"] = [*OTEL_SDK, "opentelemetry-instrumentation-google-genai==1.3b0", "opentelemetry-util-genai==1.3b0",
@@ -1396,9 +1398,13 @@ def _pai_model(app, kind: str, suffix: str = ""):
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
-        # The SDK's own spans are on by default; off here to isolate pydantic-ai's.
-        app.notes.append("anthropic SDK's own spans switched off (AsyncAnthropic(open_telemetry=False))")
-        client = anthropic.AsyncAnthropic(base_url=app.url, api_key=API_KEY, max_retries=0, open_telemetry=False)
+        # The SDK's own spans are on by default; off here to isolate pydantic-ai's, except in the
+        # ``*_with_sdk_spans`` scenarios (to the global tracer provider, as in a plain app).
+        sdk_spans = app.scenario.endswith("_with_sdk_spans")
+        app.notes.append("anthropic SDK's own spans left on (its default)" if sdk_spans else
+                         "anthropic SDK's own spans switched off (AsyncAnthropic(open_telemetry=False))")  # fmt: skip
+        client = anthropic.AsyncAnthropic(base_url=app.url, api_key=API_KEY, max_retries=0,
+                                          **({} if sdk_spans else {"open_telemetry": False}))  # fmt: skip
         return AnthropicModel(ANTHROPIC_MODEL + suffix, provider=AnthropicProvider(anthropic_client=client))
     if kind == "google":
         from pydantic_ai.models.google import GoogleModel
@@ -1466,6 +1472,8 @@ def _pai_scenarios(kind: str) -> None:
 
 for _kind in ("anthropic", "google", "responses", "chat"):
     _pai_scenarios(_kind)
+pai_anthropic_agent_tool_with_sdk_spans = pai_anthropic_agent_tool  # noqa: F821 (made just above)
+pai_anthropic_agent_tool_stream_with_sdk_spans = pai_anthropic_agent_tool_stream  # noqa: F821
 
 
 # --- fixtures B: the google-genai SDK (under its OpenTelemetry instrumentation) ------------------
