@@ -253,9 +253,10 @@ RECORDINGS["pydantic-ai-anthropic"]["scenarios"] += ["pai_anthropic_agent_tool_w
                                                      "pai_anthropic_agent_tool_stream_with_sdk_spans"]
 GEMINI_MODEL = "gemini-2.5-flash"
 GEMINI_SCENARIOS = ["gemini_generate", "gemini_generate_stream", "gemini_tool_roundtrip", "gemini_generate_error"]
-VENVS["google-genai"] = [*OTEL_SDK, "opentelemetry-instrumentation-google-genai==1.3b0", "opentelemetry-util-genai==1.3b0",
-                         "opentelemetry-instrumentation==0.66b2", "opentelemetry-semantic-conventions==0.66b2",
-                         GOOGLE_GENAI]  # fmt: skip (the instrumentation refuses google-genai 3.x)
+# (the instrumentation refuses google-genai 3.x)
+VENVS["google-genai"] = [*OTEL_SDK, "opentelemetry-instrumentation-google-genai==1.3b0",
+                         "opentelemetry-util-genai==1.3b0", "opentelemetry-instrumentation==0.66b2",
+                         "opentelemetry-semantic-conventions==0.66b2", GOOGLE_GENAI]  # fmt: skip
 RECORDINGS["google-genai"] = {"venv": "google-genai", "instrument": ["google_genai"], "scenarios": GEMINI_SCENARIOS}
 # the SDK's automatic function calling runs the tool itself (traced), so a recording of its own
 RECORDINGS["google-genai-automatic-function-calling"] = {"venv": "google-genai", "instrument": ["google_genai"],
@@ -1319,7 +1320,8 @@ def _handler_b(base):
     class Handler(base):
         def _anthropic(self, request):
             tools = request.get("tools") or []
-            answered = any(isinstance(m.get("content"), list) and any(b.get("type") == "tool_result" for b in m["content"])
+            answered = any(isinstance(m.get("content"), list)
+                           and any(b.get("type") == "tool_result" for b in m["content"])
                            for m in request.get("messages") or [])  # fmt: skip
             if not tools or answered or not request.get("stream") or self._scenario(request.get("model", "")):
                 return super()._anthropic(request)
@@ -1499,15 +1501,14 @@ def gemini_tool_roundtrip(app):
     from google.genai import types
 
     client = _gemini_client(app)
-    config = types.GenerateContentConfig(tools=[GEMINI_TOOL],
-                                         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))  # fmt: skip
+    manual = types.AutomaticFunctionCallingConfig(disable=True)
+    config = types.GenerateContentConfig(tools=[GEMINI_TOOL], automatic_function_calling=manual)
     contents = [types.Content(role="user", parts=[types.Part(text=QUESTION)])]
     first = client.models.generate_content(model=GEMINI_MODEL, contents=contents, config=config)
     call = first.function_calls[0]
     result = app.run_tool(call.name, dict(call.args))
-    contents += [first.candidates[0].content,
-                 types.Content(role="user", parts=[types.Part.from_function_response(name=call.name,
-                                                                                     response={"result": result})])]  # fmt: skip
+    answer = types.Part.from_function_response(name=call.name, response={"result": result})
+    contents += [first.candidates[0].content, types.Content(role="user", parts=[answer])]
     client.models.generate_content(model=GEMINI_MODEL, contents=contents, config=config)
 
 
@@ -1753,8 +1754,9 @@ def _gemini_tokens(usage: dict) -> dict:
     """Gemini's counts in the GenAI meaning: promptTokenCount already includes the cached
     tokens; candidatesTokenCount excludes the thoughts, which GenAI output includes."""
     thoughts = usage.get("thoughtsTokenCount") or 0
-    return {"input": usage.get("promptTokenCount") or 0, "output": (usage.get("candidatesTokenCount") or 0) + thoughts,
-            "cache_read": usage.get("cachedContentTokenCount") or 0, "cache_write": 0, "reasoning": thoughts}  # fmt: skip
+    return {"input": usage.get("promptTokenCount") or 0,
+            "output": (usage.get("candidatesTokenCount") or 0) + thoughts,
+            "cache_read": usage.get("cachedContentTokenCount") or 0, "cache_write": 0, "reasoning": thoughts}
 
 
 # === end of fixtures B (instrumentations and scenarios) ====================================
