@@ -1242,7 +1242,9 @@ def _logfire(tel) -> None:
     # Logfire has a meter provider of its own: the recorder reads that one.
     tel.metrics = InMemoryMetricReader(
         preferred_temporality={kind: AggregationTemporality.DELTA for kind in _instrument_kinds()})
+    # the machine's identity stays out of the fixtures (Logfire's resource detectors add it)
     logfire.configure(send_to_logfire=False, console=False, service_name="spanmeter-fixtures",
+                      resource_attributes={"host.id": "<host>", "host.name": "<host>", "os.version": "<os>"},
                       data_dir=tempfile.mkdtemp(), additional_span_processors=[Forward()],
                       metrics=logfire.MetricsOptions(additional_readers=[tel.metrics]))  # fmt: skip
     tel.logfire = True
