@@ -263,6 +263,84 @@ RECORDINGS: dict[str, dict] = {
     },
 }
 
+# === fixtures B: Logfire, pydantic-ai's other models, google-genai, google-adk, strands ======
+# (kept in blocks of their own: another helper adds LangChain / openai-agents / litellm beside)
+LOGFIRE = ["logfire==5.4.0", "logfire-sdk==5.4.0", "opentelemetry-instrumentation==0.66b2",
+           "opentelemetry-semantic-conventions==0.66b2", "opentelemetry-exporter-otlp-proto-http==1.45.2"]  # fmt: skip
+VENVS.update({
+    "logfire": [*OTEL_SDK, *LOGFIRE, OPENAI, ANTHROPIC],
+})
+RECORDINGS.update({
+    # logfire.configure(send_to_logfire=False, additional_span_processors=[the recorder's]):
+    # Logfire's own SDK TracerProvider, as a Logfire user runs it.
+    "logfire-openai": {
+        "venv": "logfire",
+        "instrument": ["logfire_openai"],
+        "scenarios": OPENAI_SCENARIOS + ["openai_responses_stream_b"],
+    },
+    "logfire-anthropic": {
+        "venv": "logfire",
+        "instrument": ["logfire_anthropic"],
+        "scenarios": ANTHROPIC_SCENARIOS + ["logfire_anthropic_messages_with_sdk_spans",
+                                            "logfire_anthropic_stream_helper_with_sdk_spans"],
+    },
+})
+GOOGLE_GENAI = "google-genai==2.34.0"  # google-adk 2.13 wants <3; pydantic-ai 2.68 too
+VENVS.update({
+    "pydantic-ai-models": [*OTEL_SDK, "pydantic-ai-slim[openai,anthropic,google]==2.68.0", OPENAI, ANTHROPIC,
+                           GOOGLE_GENAI],
+})
+# pydantic-ai agents on each model: a plain run, a run with a tool, the same streamed, a failed run
+PAI_SCENARIOS = ["pai_{}_agent", "pai_{}_agent_tool", "pai_{}_agent_tool_stream", "pai_{}_agent_error"]
+for _model in ("anthropic", "google", "responses"):
+    RECORDINGS[f"pydantic-ai-{_model}"] = {
+        "venv": "pydantic-ai-models",
+        "instrument": ["pydantic_ai"],
+        "scenarios": [name.format(_model) for name in PAI_SCENARIOS],
+    }
+RECORDINGS["pydantic-ai-anthropic"]["scenarios"] += ["pai_anthropic_agent_tool_with_sdk_spans",
+                                                     "pai_anthropic_agent_tool_stream_with_sdk_spans"]
+GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_SCENARIOS = ["gemini_generate", "gemini_generate_stream", "gemini_tool_roundtrip", "gemini_generate_error"]
+# (the instrumentation refuses google-genai 3.x)
+VENVS["google-genai"] = [*OTEL_SDK, "opentelemetry-instrumentation-google-genai==1.3b0",
+                         "opentelemetry-util-genai==1.3b0", "opentelemetry-instrumentation==0.66b2",
+                         "opentelemetry-semantic-conventions==0.66b2", GOOGLE_GENAI]  # fmt: skip
+RECORDINGS["google-genai"] = {"venv": "google-genai", "instrument": ["google_genai"], "scenarios": GEMINI_SCENARIOS}
+# the SDK's automatic function calling runs the tool itself (traced), so a recording of its own
+RECORDINGS["google-genai-automatic-function-calling"] = {"venv": "google-genai", "instrument": ["google_genai"],
+                                                         "scenarios": ["gemini_tool_automatic"]}  # fmt: skip
+# google-adk 2.13.0 pins opentelemetry-api/sdk >=1.39,<=1.44 and google-genai >=2.30,<3.
+VENVS["google-adk"] = ["google-adk==2.13.0", "opentelemetry-api==1.44.0", "opentelemetry-sdk==1.44.0",
+                       "opentelemetry-instrumentation==0.65b0", "opentelemetry-semantic-conventions==0.65b0",
+                       "opentelemetry-instrumentation-google-genai==1.3b0", "opentelemetry-util-genai==1.3b0",
+                       GOOGLE_GENAI]  # fmt: skip
+_ADK = ["adk_agent", "adk_agent_tool", "adk_agent_tool_stream", "adk_agent_error", "adk_workflow"]
+RECORDINGS["google-adk"] = {"venv": "google-adk", "instrument": ["google_adk"], "scenarios": _ADK}
+RECORDINGS["google-adk-google-genai"] = {"venv": "google-adk", "instrument": ["google_adk", "google_genai"],
+                                         "scenarios": _ADK}  # fmt: skip
+# strands-agents' openai extra wants openai<3
+VENVS["strands"] = ["strands-agents[openai]==1.62.0", "openai==2.54.0", "opentelemetry-api==1.45.1",
+                    "opentelemetry-sdk==1.45.1", "opentelemetry-instrumentation-threading==0.66b1"]  # fmt: skip
+_STRANDS = ["strands_agent", "strands_agent_tool", "strands_agent_tool_stream", "strands_agent_error"]
+RECORDINGS["strands"] = {"venv": "strands", "instrument": ["strands"], "scenarios": _STRANDS}
+RECORDINGS["strands-latest-experimental"] = {"venv": "strands", "instrument": ["strands"], "scenarios": _STRANDS,
+                                             "env": {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"}}
+# The common Logfire set-up: pydantic-ai agents and the SDK under them, both instrumented by Logfire
+VENVS["logfire-pydantic-ai"] = [*OTEL_SDK, *LOGFIRE, "pydantic-ai-slim[openai,anthropic]==2.68.0", OPENAI, ANTHROPIC]
+RECORDINGS["logfire-pydantic-ai-openai"] = {
+    "venv": "logfire-pydantic-ai",
+    "instrument": ["logfire_pydantic_ai", "logfire_openai"],
+    "scenarios": ["pai_chat_agent_tool", "pai_chat_agent_tool_stream", "pai_chat_agent_error",
+                  "pai_responses_agent_tool", "pai_responses_agent_tool_stream"],
+}  # fmt: skip
+RECORDINGS["logfire-pydantic-ai-anthropic"] = {
+    "venv": "logfire-pydantic-ai",
+    "instrument": ["logfire_pydantic_ai", "logfire_anthropic"],
+    "scenarios": ["pai_anthropic_agent_tool", "pai_anthropic_agent_tool_stream", "pai_anthropic_agent_error"],
+}
+# === end of fixtures B (configuration) =====================================================
+
 # Dummy values of the scenarios; the recorder refuses to write a fixture that holds the key.
 API_KEY = "sk-spanmeter-dummy-key"
 OPENAI_MODEL = "gpt-4o-mini"
@@ -1170,6 +1248,8 @@ RECORDINGS |= FRAMEWORK_RECORDINGS
 # --- instrumentations ----------------------------------------------------------------------
 def _instrument(name: str, tel) -> dict:
     """Apply one instrumentation to the recorder's providers; returns what to write down."""
+    if name in INSTRUMENT_B:  # fixtures B's instrumentations (their block, near the end)
+        return INSTRUMENT_B[name](tel)
     providers = {"tracer_provider": tel.tracer_provider, "meter_provider": tel.meter_provider}
     if name in FRAMEWORK_INSTRUMENTATIONS:  # the agent frameworks' (issue 12, fixtures A)
         return FRAMEWORK_INSTRUMENTATIONS[name](tel)
@@ -1335,6 +1415,8 @@ def _exchange(path: str, request: dict, body: bytes) -> dict:
     and its tokens in the GenAI meaning (input includes cache reads and writes, output includes
     reasoning)."""
     objects, streamed = _parse_body(body)
+    if _is_gemini(path):  # fixtures B
+        return _gemini_exchange(path, objects, streamed)
     call = {"path": path.split("?", 1)[0], "request_model": request.get("model"), "stream": streamed,
             "status": "ok", "response_model": None, "usage": None, "tool_calls": [], "finish_reasons": []}  # fmt: skip
     usage: dict = {}
@@ -1352,7 +1434,7 @@ def _exchange(path: str, request: dict, body: bytes) -> dict:
                 if message.get("stop_reason"):
                     call["finish_reasons"].append(message["stop_reason"])
             elif obj.get("type") == "content_block_start" and obj["content_block"].get("type") == "tool_use":
-                call["tool_calls"].append(obj["content_block"]["name"])
+                call["tool_calls"].append(obj["content_block"]["name"])  # a streamed tool call
             elif obj.get("type") == "message_delta":
                 usage.update(obj.get("usage") or {})
                 call["finish_reasons"].append(obj["delta"].get("stop_reason"))
@@ -1386,6 +1468,8 @@ def _genai_tokens(path: str, usage: dict) -> dict:
             d = (d or {}).get(key)
         return d or 0
 
+    if _is_gemini(path):  # fixtures B
+        return _gemini_tokens(usage)
     if path.endswith("/messages"):
         cache_read = n(usage, "cache_read_input_tokens")
         cache_write = n(usage, "cache_creation_input_tokens")
@@ -1420,6 +1504,7 @@ def _expected(server, app) -> dict:
         "tool_executions": dict(sorted(app.tool_runs.items())),
         "agent_runs": {AGENT_NAME: 1} if app.scenario.startswith(("pydantic_ai", "traceloop")) else {},
         **_agent_expectations(server, app),
+        **_expected_runs(app),  # fixtures B: marked by the scenario (_agent_run), where it marks them
     }
 
 
@@ -1612,7 +1697,7 @@ def record_inside(name: str) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     with fp.FakeProviders() as server:
-        server.RequestHandlerClass = _tool_calling_handler(fp)
+        server.RequestHandlerClass = _handler_b(_tool_calling_handler(fp))
         server.unique_ids = True  # as the real APIs: an instrumentation may key its state by response id
         # cache writes too, so Anthropic's meaning of input tokens shows (OpenAI ignores it)
         server.usage = fp.Usage(cache_write=200)
@@ -1622,6 +1707,7 @@ def record_inside(name: str) -> int:
             server.barrier = threading.Barrier(2) if scenario.endswith("_concurrent") else None
             server.sent.clear()
             app = _App(server.url, recording, scenario)
+            app.server = server  # fixtures B: _agent_run reads the server's log
             server.response_model_names = None
             server.anthropic_cumulative_delta = recording.get("anthropic_cumulative_delta", False)
             if server.anthropic_cumulative_delta and "anthropic" in scenario:
@@ -1669,6 +1755,551 @@ def record_inside(name: str) -> int:
             (out_dir / f"{scenario}.json").write_text(text)
             print(f"[{name}] {scenario}: {len(spans)} spans, {len(fixture['expected']['calls'])} calls", flush=True)
     return 1 if failures else 0
+
+# === fixtures B: instrumentations and scenarios ============================================
+def _logfire(tel) -> None:
+    """Logfire configured as a user adds a span processor of their own: its SDK TracerProvider,
+    the recorder's processors as ``additional_span_processors``; nothing leaves the machine."""
+    import tempfile
+
+    import logfire
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    if getattr(tel, "logfire", False):
+        return
+    recorder = tel.tracer_provider._active_span_processor
+
+    class Forward(SpanProcessor):
+        def on_start(self, span, parent_context=None):
+            recorder.on_start(span, parent_context=parent_context)
+
+        def on_end(self, span):
+            recorder.on_end(span)
+
+    # Logfire has a meter provider of its own: the recorder reads that one.
+    tel.metrics = InMemoryMetricReader(
+        preferred_temporality={kind: AggregationTemporality.DELTA for kind in _instrument_kinds()})
+    # the machine's identity stays out of the fixtures (Logfire's resource detectors add it)
+    logfire.configure(send_to_logfire=False, console=False, service_name="spanmeter-fixtures",
+                      resource_attributes={"host.id": "<host>", "host.name": "<host>", "os.version": "<os>"},
+                      data_dir=tempfile.mkdtemp(), additional_span_processors=[Forward()],
+                      metrics=logfire.MetricsOptions(additional_readers=[tel.metrics]))  # fmt: skip
+    tel.logfire = True
+
+
+def _logfire_openai(tel) -> dict:
+    import logfire
+
+    _logfire(tel)
+    logfire.instrument_openai()
+    return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_openai": "defaults (version=2)"}
+
+
+def _logfire_anthropic(tel) -> dict:
+    import logfire
+
+    _logfire(tel)
+    logfire.instrument_anthropic()
+    return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_anthropic": "defaults (version=2)"}
+
+
+def _logfire_pydantic_ai(tel) -> dict:
+    import logfire
+
+    _logfire(tel)
+    logfire.instrument_pydantic_ai()
+    return {"logfire": LOGFIRE_CONFIG, "logfire.instrument_pydantic_ai": "defaults"}
+
+
+LOGFIRE_CONFIG = ("logfire.configure(send_to_logfire=False, console=False, additional_span_processors=[recorder], "
+                  "metrics=MetricsOptions(additional_readers=[recorder]))")  # fmt: skip
+
+PACKAGE_PATTERN = re.compile(PACKAGE_PATTERN.pattern + r"|^(logfire.*|google-genai|google-adk|strands-agents.*)$")
+
+INSTRUMENT_B = {
+    "logfire_openai": _logfire_openai,
+    "logfire_anthropic": _logfire_anthropic,
+    "logfire_pydantic_ai": _logfire_pydantic_ai,
+}
+
+
+def _logfire_anthropic_sdk_spans(app):
+    """An anthropic client with its own spans on (its default) going where a Logfire app's global
+    tracer provider would send them: Logfire's (the recorder's own global is set first)."""
+    import anthropic
+    import logfire
+
+    provider = logfire.DEFAULT_LOGFIRE_INSTANCE.config.get_tracer_provider()
+    app.notes.append("anthropic SDK's own spans on, to Logfire's tracer provider (a Logfire app's global)")
+    return anthropic.Anthropic(base_url=app.url, api_key=API_KEY, max_retries=0,
+                               open_telemetry={"tracer_provider": provider})  # fmt: skip
+
+
+def logfire_anthropic_messages_with_sdk_spans(app):
+    _logfire_anthropic_sdk_spans(app).messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}])  # fmt: skip
+
+
+def logfire_anthropic_stream_helper_with_sdk_spans(app):
+    with _logfire_anthropic_sdk_spans(app).messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=256, messages=[{"role": "user", "content": GREETING}]
+    ) as stream:
+        for _ in stream.text_stream:
+            pass
+
+
+def openai_responses_stream_b(app):
+    _drain(app.openai().responses.create(model=OPENAI_MODEL, input=GREETING, stream=True))
+
+
+def _handler_b(base):
+    """Fixtures B's tool calls on top of ``base``: a streamed Anthropic ``tool_use`` and the
+    Responses API's ``function_call`` (JSON and stream); Gemini's are the fake server's own."""
+
+    class Handler(base):
+        def _anthropic(self, request):
+            tools = request.get("tools") or []
+            answered = any(isinstance(m.get("content"), list)
+                           and any(b.get("type") == "tool_result" for b in m["content"])
+                           for m in request.get("messages") or [])  # fmt: skip
+            if not tools or answered or not request.get("stream") or self._scenario(request.get("model", "")):
+                return super()._anthropic(request)
+            u = self.server.usage
+            usage = {"input_tokens": u.input, "output_tokens": 1, "cache_read_input_tokens": u.cache_read,
+                     "cache_creation_input_tokens": u.cache_write}  # fmt: skip
+            message = {"id": f"msg_{len(self.server.requests)}", "type": "message", "role": "assistant",
+                       "model": request["model"] + "-20250101", "stop_sequence": None, "stop_reason": None,
+                       "content": [], "usage": usage}  # fmt: skip
+            block = {"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": {}}
+            args = json.dumps(TOOL_ARGS)
+            self._sse([
+                ("message_start", {"type": "message_start", "message": message}),
+                ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "input_json_delta", "partial_json": args[:9]}}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "input_json_delta", "partial_json": args[9:]}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                   "usage": {"output_tokens": u.output}}),
+                ("message_stop", {"type": "message_stop"}),
+            ], event_names=True)  # fmt: skip
+
+        def _openai_responses(self, request):
+            tools = [t for t in request.get("tools") or [] if t.get("type") == "function"]
+            items = request.get("input") if isinstance(request.get("input"), list) else []
+            answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+            if not tools or answered or self._scenario(request.get("model", "")):
+                return super()._openai_responses(request)
+            u = self.server.usage
+            call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": tools[0]["name"],
+                    "arguments": json.dumps(TOOL_ARGS), "status": "completed"}  # fmt: skip
+            response = {
+                "id": f"resp_{len(self.server.requests)}", "object": "response", "created_at": 1_700_000_000,
+                "status": "completed", "model": request["model"] + "-2025-01-01", "error": None,
+                "incomplete_details": None, "output": [call], "parallel_tool_calls": True, "tool_choice": "auto",
+                "tools": [], "usage": {"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cache_read},
+                                       "output_tokens": u.output,
+                                       "output_tokens_details": {"reasoning_tokens": u.reasoning},
+                                       "total_tokens": u.input + u.output}}  # fmt: skip
+            if not request.get("stream"):
+                return self._json(200, response)
+            created = dict(response, status="in_progress", output=[], usage=None)
+            events = [
+                ("response.created", {"type": "response.created", "response": created}),
+                ("response.in_progress", {"type": "response.in_progress", "response": created}),
+                ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                "item": dict(call, arguments="", status="in_progress")}),
+                ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                 "output_index": 0, "item_id": call["id"], "delta": call["arguments"]}),
+                ("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                 "output_index": 0, "item_id": call["id"], "arguments": call["arguments"]}),
+                ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": call}),
+                ("response.completed", {"type": "response.completed", "response": response}),
+            ]  # fmt: skip
+            for i, (_, event) in enumerate(events):
+                event["sequence_number"] = i
+            self._sse(events, event_names=True)
+
+    return Handler
+
+
+def _gemini_client(app):
+    """A google-genai client on the fake server: no retries, nothing sent elsewhere."""
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key=API_KEY, http_options=types.HttpOptions(
+        base_url=app.url, retry_options=types.HttpRetryOptions(attempts=1)))  # fmt: skip
+
+
+def _pai_model(app, kind: str, suffix: str = ""):
+    if kind == "anthropic":
+        import anthropic
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        # The SDK's own spans are on by default; off here to isolate pydantic-ai's, except in the
+        # ``*_with_sdk_spans`` scenarios (to the global tracer provider, as in a plain app).
+        sdk_spans = app.scenario.endswith("_with_sdk_spans")
+        app.notes.append("anthropic SDK's own spans left on (its default)" if sdk_spans else
+                         "anthropic SDK's own spans switched off (AsyncAnthropic(open_telemetry=False))")  # fmt: skip
+        client = anthropic.AsyncAnthropic(base_url=app.url, api_key=API_KEY, max_retries=0,
+                                          **({} if sdk_spans else {"open_telemetry": False}))  # fmt: skip
+        return AnthropicModel(ANTHROPIC_MODEL + suffix, provider=AnthropicProvider(anthropic_client=client))
+    if kind == "google":
+        from pydantic_ai.models.google import GoogleModel
+        from pydantic_ai.providers.google import GoogleProvider
+
+        return GoogleModel(GEMINI_MODEL + suffix, provider=GoogleProvider(client=_gemini_client(app)))
+    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    if kind == "chat":
+        return OpenAIChatModel(OPENAI_MODEL + suffix, provider=OpenAIProvider(openai_client=app.openai(True)))
+    return OpenAIResponsesModel(OPENAI_MODEL + suffix, provider=OpenAIProvider(openai_client=app.openai(True)))
+
+
+def _pai_agent(app, kind: str, tool: bool, suffix: str = ""):
+    from pydantic_ai import Agent
+
+    agent = Agent(_pai_model(app, kind, suffix), name=AGENT_NAME, instructions="Answer with the weather tool.")
+    if tool:
+
+        @agent.tool_plain
+        def get_weather(city: str) -> str:
+            """Current weather in a city."""
+            return app.run_tool(TOOL_NAME, {"city": city})
+
+    return agent
+
+
+def _pai_scenarios(kind: str) -> None:
+    """The scenarios of ``PAI_SCENARIOS`` for one pydantic-ai model, as module functions."""
+
+    def plain(app):
+        with _agent_run(app, AGENT_NAME):
+            assert _pai_agent(app, kind, tool=False).run_sync(GREETING).output
+
+    def with_tool(app):
+        with _agent_run(app, AGENT_NAME):
+            assert _pai_agent(app, kind, tool=True).run_sync(QUESTION).output
+
+    def streamed(app):
+        import asyncio
+
+        agent = _pai_agent(app, kind, tool=True)
+
+        async def run():
+            async with agent.run_stream(QUESTION) as result:
+                return await result.get_output()
+
+        with _agent_run(app, AGENT_NAME):
+            assert asyncio.run(run())
+
+    def failed(app):
+        from pydantic_ai.exceptions import ModelHTTPError
+
+        with _agent_run(app, AGENT_NAME):
+            try:
+                _pai_agent(app, kind, tool=True, suffix="-429").run_sync(QUESTION)
+            except ModelHTTPError:
+                return
+        raise AssertionError("the fake server should have answered 429")
+
+    for template, function in zip(PAI_SCENARIOS, (plain, with_tool, streamed, failed)):
+        globals()[template.format(kind)] = function
+
+
+for _kind in ("anthropic", "google", "responses", "chat"):
+    _pai_scenarios(_kind)
+pai_anthropic_agent_tool_with_sdk_spans = pai_anthropic_agent_tool  # noqa: F821 (made just above)
+pai_anthropic_agent_tool_stream_with_sdk_spans = pai_anthropic_agent_tool_stream  # noqa: F821
+
+
+# --- fixtures B: the google-genai SDK (under its OpenTelemetry instrumentation) ------------------
+GEMINI_TOOL = {"function_declarations": [{"name": TOOL_NAME, "description": "Current weather in a city.",
+                                          "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}},
+                                                         "required": ["city"]}}]}  # fmt: skip
+
+
+# (each keeps its client in a variable: a dropped google-genai 3.x Client closes its connection)
+def gemini_generate(app):
+    client = _gemini_client(app)
+    client.models.generate_content(model=GEMINI_MODEL, contents=GREETING)
+
+
+def gemini_generate_stream(app):
+    client = _gemini_client(app)
+    for _ in client.models.generate_content_stream(model=GEMINI_MODEL, contents=GREETING):
+        pass
+
+
+def gemini_tool_roundtrip(app):
+    """The app runs the function the model asked for and sends its result back."""
+    from google.genai import types
+
+    client = _gemini_client(app)
+    manual = types.AutomaticFunctionCallingConfig(disable=True)
+    config = types.GenerateContentConfig(tools=[GEMINI_TOOL], automatic_function_calling=manual)
+    contents = [types.Content(role="user", parts=[types.Part(text=QUESTION)])]
+    first = client.models.generate_content(model=GEMINI_MODEL, contents=contents, config=config)
+    call = first.function_calls[0]
+    result = app.run_tool(call.name, dict(call.args))
+    answer = types.Part.from_function_response(name=call.name, response={"result": result})
+    contents += [first.candidates[0].content, types.Content(role="user", parts=[answer])]
+    client.models.generate_content(model=GEMINI_MODEL, contents=contents, config=config)
+
+
+def gemini_tool_automatic(app):
+    """The SDK's automatic function calling: one generate_content, two requests, the tool run between."""
+
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    from google.genai import types
+
+    client = _gemini_client(app)
+    client.models.generate_content(model=GEMINI_MODEL, contents=QUESTION,
+                                   config=types.GenerateContentConfig(tools=[get_weather]))
+
+
+def gemini_generate_error(app):
+    from google.genai import errors
+
+    client = _gemini_client(app)
+    try:
+        client.models.generate_content(model=GEMINI_MODEL + "-429", contents=GREETING)
+    except errors.ClientError:
+        return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def _google_genai(tel) -> dict:
+    from opentelemetry.instrumentation.google_genai import GoogleGenAiSdkInstrumentor
+
+    GoogleGenAiSdkInstrumentor().instrument(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider,
+                                            logger_provider=tel.logger_provider)  # fmt: skip
+    return {}
+
+
+INSTRUMENT_B["google_genai"] = _google_genai
+
+
+# --- fixtures B: google-adk's own spans (alone, and with the google-genai instrumentor) -----------
+def _adk_agent(app, name: str = AGENT_NAME, tool: bool = True, suffix: str = "", client=None):
+    from google.adk.agents import LlmAgent
+    from google.adk.models import Gemini
+
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    # a client of our own: the fake server, no retries (ADK's default client would retry a 429)
+    model = Gemini(model=GEMINI_MODEL + suffix, client=client or _gemini_client(app))
+    return LlmAgent(name=name, model=model, instruction="Answer with the weather tool.",
+                    tools=[get_weather] if tool else [])  # fmt: skip
+
+
+def _adk_run(app, agent, question: str = QUESTION, streaming: bool = False) -> list:
+    """One user turn through ADK's in-memory runner (its sync ``run``, as its quickstart does)."""
+    import asyncio
+
+    from google.adk.agents.run_config import RunConfig, StreamingMode
+    from google.adk.runners import InMemoryRunner
+    from google.genai import types
+
+    runner = InMemoryRunner(agent=agent, app_name="weather_app")
+    session = asyncio.run(runner.session_service.create_session(app_name="weather_app", user_id="user-1"))
+    config = RunConfig(streaming_mode=StreamingMode.SSE if streaming else StreamingMode.NONE)
+    message = types.Content(role="user", parts=[types.Part(text=question)])
+    # ADK runs every invocation as a workflow named after the root agent (``invoke_workflow``
+    # span; its own gen_ai.invoke_workflow.duration metric counts it): marked as such.
+    with _agent_run(app, agent.name, workflow=True):
+        return list(runner.run(user_id="user-1", session_id=session.id, new_message=message, run_config=config))
+
+
+def adk_agent(app):
+    with _agent_run(app, AGENT_NAME):
+        _adk_run(app, _adk_agent(app, tool=False), GREETING)
+
+
+def adk_agent_tool(app):
+    with _agent_run(app, AGENT_NAME):
+        _adk_run(app, _adk_agent(app))
+
+
+def adk_agent_tool_stream(app):
+    with _agent_run(app, AGENT_NAME):
+        _adk_run(app, _adk_agent(app), streaming=True)
+
+
+def adk_agent_error(app):
+    from google.genai import errors
+
+    with _agent_run(app, AGENT_NAME):
+        try:
+            _adk_run(app, _adk_agent(app, suffix="-429"))
+        except errors.ClientError:
+            return
+    raise AssertionError("the fake server should have answered 429")
+
+
+def adk_workflow(app):
+    """A SequentialAgent (ADK's workflow agent) running two LLM agents, each marked by callbacks."""
+    from google.adk.agents import SequentialAgent
+
+    runs = {}
+
+    def before(callback_context):
+        runs[callback_context.agent_name] = _agent_run(app, callback_context.agent_name).__enter__()
+
+    def after(callback_context):
+        runs.pop(callback_context.agent_name).__exit__(None, None, None)
+
+    client = _gemini_client(app)
+    weather = _adk_agent(app, client=client)
+    summary = _adk_agent(app, name="summary_agent", tool=False, client=client)
+    for agent in (weather, summary):
+        agent.before_agent_callback, agent.after_agent_callback = before, after
+    # (deprecated in 2.x for ``Workflow``, which cannot yet hold LlmAgents; still what apps run)
+    _adk_run(app, SequentialAgent(name="weather_workflow", sub_agents=[weather, summary]))
+
+
+INSTRUMENT_B["google_adk"] = lambda tel: {}  # its spans are built in; it uses the global tracer provider
+
+
+# --- fixtures B: strands-agents' own spans, its OpenAI model on the fake server -----------------
+def _strands_agent(app, tool: bool = True, suffix: str = ""):
+    from strands import Agent, tool as strands_tool
+    from strands.models.openai import OpenAIModel
+
+    @strands_tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city.
+
+        Args:
+            city: the city
+        """
+        return app.run_tool(TOOL_NAME, {"city": city})
+
+    model = OpenAIModel(client_args={"base_url": app.url + "/v1", "api_key": API_KEY, "max_retries": 0},
+                        model_id=OPENAI_MODEL + suffix)  # fmt: skip
+    return Agent(name=AGENT_NAME, model=model, system_prompt="Answer with the weather tool.",
+                 tools=[get_weather] if tool else [], callback_handler=None)  # fmt: skip
+
+
+def strands_agent(app):
+    with _agent_run(app, AGENT_NAME):
+        _strands_agent(app, tool=False)(GREETING)
+
+
+def strands_agent_tool(app):
+    with _agent_run(app, AGENT_NAME):
+        _strands_agent(app)(QUESTION)
+
+
+def strands_agent_tool_stream(app):
+    """The agent's event stream (``stream_async``), as a streaming UI consumes it."""
+    import asyncio
+
+    agent = _strands_agent(app)
+
+    async def run():
+        async for _ in agent.stream_async(QUESTION):
+            pass
+
+    with _agent_run(app, AGENT_NAME):
+        asyncio.run(run())
+
+
+def strands_agent_error(app):
+    import openai
+
+    with _agent_run(app, AGENT_NAME):
+        try:
+            _strands_agent(app, suffix="-429")(QUESTION)
+        except Exception as error:  # strands wraps a rate limit in its ModelThrottledException
+            if not isinstance(error.__cause__ or error, openai.RateLimitError) and "Rate limit" not in str(error):
+                raise
+            app.notes.append(f"the run raised {type(error).__module__}.{type(error).__name__}")
+            return
+    raise AssertionError("the fake server should have answered 429")
+
+
+INSTRUMENT_B["strands"] = lambda tel: {}  # its spans are built in; it uses the global tracer provider
+
+
+# --- fixtures B: agent runs as the app ran them, and Gemini bodies -----------------------------
+class _agent_run:
+    """Marks an agent run (or, ``workflow=True``, a workflow) the app makes: ``expected``'s
+    ``agent_runs`` / ``workflows`` count them, and ``calls_by_agent`` counts the requests the
+    fake server got while the run was in progress."""
+
+    def __init__(self, app, name: str, workflow: bool = False):
+        self.app, self.name, self.workflow = app, name, workflow
+
+    def __enter__(self):
+        self.first = len(self.app.server.requests)
+        return self
+
+    def __exit__(self, *exc):
+        app = self.app
+        if not hasattr(app, "runs_b"):
+            app.runs_b = {"agent_runs": {}, "calls_by_agent": {}, "workflows": {}}
+        if self.workflow:
+            app.runs_b["workflows"][self.name] = app.runs_b["workflows"].get(self.name, 0) + 1
+            return
+        runs, calls = app.runs_b["agent_runs"], app.runs_b["calls_by_agent"]
+        runs[self.name] = runs.get(self.name, 0) + 1
+        calls[self.name] = calls.get(self.name, 0) + len(app.server.requests) - self.first
+
+
+def _expected_runs(app) -> dict:
+    return {k: dict(sorted(v.items())) for k, v in getattr(app, "runs_b", {}).items()}
+
+
+def _is_gemini(path: str) -> bool:
+    return ":generateContent" in path or ":streamGenerateContent" in path
+
+
+def _gemini_exchange(path: str, objects: list, streamed: bool) -> dict:
+    """A Gemini call: the model is in the path; a stream is SSE or one JSON array."""
+    if len(objects) == 1 and isinstance(objects[0], list):  # streamGenerateContent without alt=sse
+        objects, streamed = objects[0], True
+    path = path.split("?", 1)[0]
+    call = {"path": path, "request_model": path.split("/models/", 1)[1].split(":", 1)[0], "stream": streamed,
+            "status": "ok", "response_model": None, "usage": None, "tool_calls": [], "finish_reasons": []}  # fmt: skip
+    usage: dict = {}
+    for obj in objects:
+        if isinstance(obj.get("error"), dict):
+            call["status"] = "error"
+            call["error"] = {k: obj["error"].get(k) for k in ("code", "status") if obj["error"].get(k) is not None}
+        call["response_model"] = obj.get("modelVersion") or call["response_model"]
+        usage = obj.get("usageMetadata") or usage  # each chunk carries the running total
+        for candidate in obj.get("candidates") or []:
+            parts = (candidate.get("content") or {}).get("parts") or []
+            call["tool_calls"] += [p["functionCall"]["name"] for p in parts if "functionCall" in p]
+            if candidate.get("finishReason"):
+                call["finish_reasons"].append(candidate["finishReason"])
+    if usage:
+        call["usage"] = usage
+        call["tokens"] = _gemini_tokens(usage)
+    return call
+
+
+def _gemini_tokens(usage: dict) -> dict:
+    """Gemini's counts in the GenAI meaning: promptTokenCount already includes the cached
+    tokens; candidatesTokenCount excludes the thoughts, which GenAI output includes."""
+    thoughts = usage.get("thoughtsTokenCount") or 0
+    return {"input": usage.get("promptTokenCount") or 0,
+            "output": (usage.get("candidatesTokenCount") or 0) + thoughts,
+            "cache_read": usage.get("cachedContentTokenCount") or 0, "cache_write": 0, "reasoning": thoughts}
+
+
+# === end of fixtures B (instrumentations and scenarios) ====================================
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ each provider. What a request gets is chosen by a suffix of its model name:
 - ``-notjson``: a 200 ``text/plain`` body; ``-big``: a 10 MB JSON body;
 - ``-gzip``: the JSON body gzip-encoded; ``-nousage``: no usage in the response.
 
+A Gemini request that declares functions and carries no function response yet is answered
+with a call of the first declared function (arguments: :attr:`FakeProviders.tool_args`).
+
 Token counts come from :attr:`FakeProviders.usage`, in the provider's own meaning
 (Anthropic's ``input`` excludes cache reads and writes; OpenAI's includes cached tokens
 and its output includes reasoning). Every response body sent is kept in ``sent``.
@@ -348,18 +351,25 @@ class _Handler(BaseHTTPRequestHandler):
         usage = {"promptTokenCount": u.input, "candidatesTokenCount": u.output, "thoughtsTokenCount": u.reasoning,
                  "cachedContentTokenCount": u.cache_read, "totalTokenCount": u.input + u.output + u.reasoning}
 
+        response_id = f"resp-{len(self.server.requests)}"  # each response its own id, as the real API's
+        call = self._gemini_function_call(request)
+
         def response(text, finish=None, with_usage=True):
-            candidate = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+            parts = [{"text": text}] if call is None else [call]
+            candidate = {"content": {"parts": parts, "role": "model"}, "index": 0}
             if finish:
                 candidate["finishReason"] = finish
-            body = {"candidates": [candidate], "modelVersion": model + "-001", "responseId": "resp-42"}
+            body = {"candidates": [candidate], "modelVersion": model + "-001", "responseId": response_id}
             if with_usage:
                 body["usageMetadata"] = usage if finish else dict(usage, candidatesTokenCount=1)
             return body
 
         if ":generateContent" in path:
             return self._json(200, response("".join(WORDS), "STOP"))
-        events = [("", response(w)) for w in WORDS[:-1]] + [("", response(WORDS[-1], "STOP"))]
+        if call is not None:  # a function call comes whole, in one chunk
+            events = [("", response("", "STOP"))]
+        else:
+            events = [("", response(w)) for w in WORDS[:-1]] + [("", response(WORDS[-1], "STOP"))]
         if "alt=sse" in self.path:
             return self._sse(events, crlf=True, truncated=scenario == "truncated")
         # Without alt=sse: one JSON array, streamed element by element.
@@ -368,6 +378,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk((b"[" if i == 0 else b",\r\n") + json.dumps(obj).encode())
         self._chunk(b"]")
         self._end_stream()
+
+
+    def _gemini_function_call(self, request) -> dict | None:
+        """A ``functionCall`` part calling the first declared function with ``server.tool_args``, when
+        the request offers functions and its contents hold no ``functionResponse`` yet; else None."""
+        declared = [f for tool in request.get("tools") or [] for f in tool.get("functionDeclarations") or []]
+        answered = any("functionResponse" in part for content in request.get("contents") or []
+                       for part in content.get("parts") or [])  # fmt: skip
+        if not declared or answered:
+            return None
+        return {"functionCall": {"name": declared[0]["name"], "args": dict(self.server.tool_args)}}
 
 
 class FakeProviders(ThreadingHTTPServer):
@@ -381,6 +402,7 @@ class FakeProviders(ThreadingHTTPServer):
         # Anthropic's message_delta usage: only output_tokens (the documented example), or, as
         # the API sends today, the cumulative usage with input and cache counts too.
         self.anthropic_cumulative_delta = False
+        self.tool_args: dict = {"city": "Paris"}  # the arguments of a Gemini function call it makes
         self.sent: list[bytes] = []
         self.requests: list = []
         # response ids: 42 in every answer (identical requests, identical bytes), or unique per

@@ -27,11 +27,12 @@ Format 1 (JSON, keys sorted, one-space indent; all times are integer nanoseconds
   ``calls``, ``errors``, ``response_models``, summed ``tokens``); ``tool_calls_requested``
   and ``tool_executions`` (tool name -> count: asked by the model / run by the app);
   ``agent_runs`` (agent name -> count). Fixtures of agent frameworks also have
-  ``calls_by_agent`` (agent name -> the requests made while that agent's run was in progress,
-  told by the mark ``[agent:<name>]`` its instructions carry in each request; every agent of
-  ``agent_runs`` is listed, with 0 if it made none) and ``workflows`` (workflow name -> count,
-  e.g. openai-agents' ``Agent workflow``; ``{}`` when the framework has none). Their
-  ``agent_runs`` is exactly what the app ran, so any other agent name is a phantom run.
+  ``calls_by_agent`` (agent name -> the LLM requests made by that agent's runs: told by the mark
+  ``[agent:<name>]`` its instructions carry in each request, or, where the scenario marks the
+  app's runs, by the requests the fake server got while a run of that agent was in progress;
+  every agent of ``agent_runs`` is listed, with 0 if it made none) and ``workflows`` (workflow
+  name -> count, e.g. openai-agents' ``Agent workflow``; ``{}`` when the framework has none).
+  Their ``agent_runs`` is exactly what the app ran, so any other agent name is a phantom run.
 - ``resource``: the resource attributes shared by every span (a span with another resource
   has its own ``resource``).
 - ``spans``, in the order they ended: ``name``, ``kind`` (``SpanKind`` name), ``trace_id``

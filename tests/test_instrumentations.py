@@ -35,6 +35,20 @@ READS = {
     "langchain-openllmetry": (ALL_TOKENS, True),
     "langchain-openllmetry-sdk": (ALL_TOKENS, True),
     "openinference-litellm": (ALL_TOKENS, False),
+    # fixtures B: Logfire, pydantic-ai's other models, google-genai, google-adk, strands
+    "logfire-openai": (ALL_TOKENS, False),  # reasoning only inside the JSON of gen_ai.usage.raw
+    "logfire-anthropic": (ALL_TOKENS, False),
+    "pydantic-ai-anthropic": (ALL_TOKENS, True),
+    "pydantic-ai-google": (ALL_TOKENS, True),  # reasoning in gen_ai.usage.details.thoughts_tokens
+    "pydantic-ai-responses": (ALL_TOKENS, True),
+    "google-genai": (("input", "output", "cache_read", "reasoning"), False),
+    "google-genai-automatic-function-calling": (("input", "output", "cache_read", "reasoning"), True),
+    "google-adk": (("input", "output", "cache_read", "reasoning"), True),
+    "google-adk-google-genai": (("input", "output", "cache_read", "reasoning"), True),
+    "logfire-pydantic-ai-openai": (ALL_TOKENS, True),
+    "logfire-pydantic-ai-anthropic": (ALL_TOKENS, True),
+    "strands": (("input", "output", "cache_read"), True),
+    "strands-latest-experimental": (("input", "output", "cache_read"), True),
 }
 # Where an instrumentation records no request model: the model label it leaves spanmeter
 # (request model -> label), as recorded on the spans; by recording or by fixture.
@@ -62,6 +76,12 @@ KNOWN_GAPS = {
     "openllmetry-anthropic/anthropic_messages_stream_helper": {("claude-sonnet-5", "tokens", "output"): 301},
     # OpenLLMetry records no reasoning tokens for streamed OpenAI calls.
     "openllmetry-openai/openai_chat_stream": {("gpt-4o-mini", "tokens", "reasoning"): 0},
+    # google-genai's automatic function calling: two requests under one generate_content span
+    # that carries the last response's usage only (gen_ai.response.id resp-2, input 1200).
+    "google-genai-automatic-function-calling/gemini_tool_automatic": {
+        ("gemini-2.5-flash", "calls", None): 1, ("gemini-2.5-flash", "errors", None): 0,
+        ("gemini-2.5-flash", "tokens", "input"): 1200, ("gemini-2.5-flash", "tokens", "output"): 420,
+        ("gemini-2.5-flash", "tokens", "cache_read"): 400, ("gemini-2.5-flash", "tokens", "reasoning"): 120},
 }  # fmt: skip
 # OpenLIT records reasoning tokens for the Responses API only.
 for _scenario, _model in (("openai_chat", "gpt-4o-mini"), ("openai_chat_stream", "gpt-4o-mini"),
@@ -98,7 +118,7 @@ def test_replayed_spans_give_the_servers_numbers(fixture_id, meter, scrape):
         assert calls == gaps.get((model, "calls", None), row["calls"]), model
         failed = sum(x.value for x in s.samples if x.name == "gen_ai_client_operation_duration_seconds_count"
                      and x.labels.get("gen_ai_request_model") == model and x.labels.get("error_type"))  # fmt: skip
-        assert failed == gaps.get((model, "calls", None), row["errors"]), model
+        assert failed == gaps.get((model, "errors", None), gaps.get((model, "calls", None), row["errors"])), model
         for token_type in ALL_TOKENS:
             got = s.total("agent_token_usage_total", model_id=model, token_type=token_type)
             if (model, "tokens", token_type) in gaps:
@@ -191,3 +211,21 @@ def test_openinference_failed_call_keeps_its_model_and_error_class(meter, scrape
     assert s.value("model_inference_calls_total", agent_name="unknown", model_id="gpt-4o-mini-429") == 1
     assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gpt-4o-mini-429",
                    error_type="openai.RateLimitError") == 1  # fmt: skip
+
+
+AGENT_FIXTURES = [i for i in FIXTURES if "calls_by_agent" in span_fixtures.load(i).expected]
+
+
+@pytest.mark.parametrize("fixture_id", AGENT_FIXTURES)
+def test_calls_inside_an_agent_run_carry_its_agent_name_and_no_run_is_invented(fixture_id, meter, scrape):
+    """Where the recording marked the app's agent runs: each LLM request made during a run is
+    counted under that run's agent, and the agents with runs are exactly the app's agents."""
+    fixture = span_fixtures.load(fixture_id)
+    gaps = KNOWN_GAPS.get(fixture_id, {})
+    fixture.replay(meter.processor)
+    s = scrape()
+    for agent, calls in fixture.expected["calls_by_agent"].items():
+        want = gaps.get((agent, "calls_by_agent", None), calls)
+        assert s.total("model_inference_calls_total", agent_name=agent) == want, agent
+    runs = {x.labels["agent_name"]: x.value for x in s.samples if x.name == "agent_requests_total"}
+    assert runs == fixture.expected["agent_runs"]  # a workflow is no agent run
