@@ -106,9 +106,10 @@ def test_joins_a_meter_provider_the_app_already_has():
 
 
 def test_configure_is_idempotent_until_shutdown():
-    first = spanmeter.configure(port=0, registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    first = spanmeter.configure(port=0, registry=registry)
     try:
-        assert spanmeter.configure(port=0, registry=CollectorRegistry()) is first
+        assert spanmeter.configure(port=0, registry=registry) is first
         assert spanmeter.current() is first
     finally:
         spanmeter.shutdown()
