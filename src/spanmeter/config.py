@@ -198,8 +198,8 @@ class Spanmeter:
         in_time = _lifecycle.within(deadline - time.monotonic(), lambda: self._stop_export(deadline))
         if self.push is None:
             return in_time
-        failures = self.push.failures() if in_time else self.push.abandon()
-        if not in_time or any(failures.values()):  # the one log line about what was lost
+        failures = self.push.abandon()  # what is still in flight now is lost too
+        if any(failures.values()):  # the one log line about what was lost
             _log.warning(
                 "spanmeter shutdown%s: OTLP export requests not sent: %s (Collector at %s unreachable or not "
                 "answering; counted in spanmeter_otlp_failed_exports_total)",
@@ -299,6 +299,8 @@ def setup(
         raise ConfigurationError("tls_keyfile and tls_client_cafile need tls_certfile")
     if basic_auth is not None:
         basic_auth = _endpoint.check_credentials(basic_auth)
+        if host is not None:
+            _endpoint.warn_plain_credentials(host, tls, basic_auth)
     limits = _check_label_limits(label_limits)
     if not isinstance(sdk_cardinality_limit, int) or isinstance(sdk_cardinality_limit, bool) or sdk_cardinality_limit < 1:
         raise ConfigurationError(f"sdk_cardinality_limit must be an int >= 1, got {sdk_cardinality_limit!r}")
@@ -364,7 +366,6 @@ def setup(
                 f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
                 f"port with port=... or {ENV_PORT}"
             ) from exc
-        _endpoint.warn_plain_credentials(host, tls, basic_auth)
     if evaluator is not None:
         if isinstance(evaluator.judge, LLMJudge) and evaluator.judge.tracer_provider is None:
             evaluator.judge.tracer_provider = tracer_provider  # meter the judge's own calls

@@ -382,18 +382,25 @@ class Push:
         self.reader.force_flush(timeout_millis)
 
     def stop(self, timeout_millis: float) -> None:
-        """The last exports (spans, then metrics: the reader's final collection), then stop
-        both; blocks for as long as the exporters' own timeouts allow."""
+        """The last exports (the spans, and the metrics by the reader's final collection, side
+        by side so one cannot starve the other), then stop both, within ``timeout_millis``."""
         if self.inherited:
             return
+        spans = None
         if self.span_processor is not None:
-            self.span_processor.force_flush(int(timeout_millis))
-            self.span_processor.shutdown()
+            spans = threading.Thread(target=self._stop_spans, name="spanmeter-span-flush", daemon=True)
+            spans.start()
         self.reader.shutdown(timeout_millis=timeout_millis)
+        if spans is not None:
+            spans.join(timeout_millis / 1000)
+
+    def _stop_spans(self) -> None:
+        self.span_processor.force_flush()
+        self.span_processor.shutdown()
 
     def abandon(self) -> dict[str, int]:
-        """At the deadline: count the requests still in flight as not sent and stop retrying;
-        returns the failed requests so far by signal."""
+        """At the end of shutdown: count the requests still in flight as not sent and stop
+        retrying; returns the failed requests so far by signal."""
         exporters = [e for e in (self.metric_exporter, self.span_exporter) if e is not None]
         for exporter in exporters:
             exporter.abandon()
