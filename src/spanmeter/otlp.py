@@ -253,6 +253,8 @@ class _Counted:
         self.inner = inner
         self.signal = signal
         self._state = state
+        if state is not None:
+            state.count("otlp_failures", (signal,), 0)  # the series exists from the start, for alerts
         self._lock = threading.Lock()
         self._in_flight = 0
         self._abandoned = False
