@@ -340,7 +340,7 @@ def setup(
             if push_settings is not None else None)  # fmt: skip
     readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None
-    if owns:
+    if meter_provider is None:
         # spanmeter's exit hook stops it within the shutdown deadline, not the SDK's (30 s)
         meter_provider = MeterProvider(resource=resource, shutdown_on_exit=False)
     for r in readers:

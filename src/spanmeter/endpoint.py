@@ -67,7 +67,7 @@ class _Server(ThreadingMixIn, WSGIServer):
         self._local = threading.local()  # the deadline of this thread's request
         super().__init__(*args, **kwargs)
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (server := ref()) is not None and server._close_inherited())
+        os.register_at_fork(after_in_child=lambda: _close_inherited(ref))
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
@@ -114,6 +114,12 @@ class _Server(ThreadingMixIn, WSGIServer):
         self._connections = set()
 
 
+def _close_inherited(ref) -> None:
+    server = ref()
+    if server is not None:
+        server._close_inherited()
+
+
 class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
@@ -137,6 +143,8 @@ class _DeadlineReader(io.RawIOBase):
 
 
 class _Handler(WSGIRequestHandler):
+    server: _Server
+
     def setup(self):
         super().setup()
         deadline = getattr(self.server._local, "deadline", None) or time.monotonic() + self.server.request_timeout

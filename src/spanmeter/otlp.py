@@ -397,8 +397,9 @@ class Push:
             spans.join(timeout_millis / 1000)
 
     def _stop_spans(self) -> None:
-        self.span_processor.force_flush()
-        self.span_processor.shutdown()
+        if self.span_processor is not None:
+            self.span_processor.force_flush()
+            self.span_processor.shutdown()
 
     def abandon(self) -> dict[str, int]:
         """At the end of shutdown: count the requests still in flight as not sent and stop
