@@ -229,13 +229,15 @@ def warn_plain_credentials(host: str, tls, auth) -> None:
         )
 
 
-def serve(registry, host: str, port: int, *, tls: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None):
+def serve(registry, host: str, port: int, *, tls: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None,
+          request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS):  # fmt: skip
     """Start serving ``registry`` on ``host:port`` in a daemon thread; returns the server."""
     app = make_wsgi_app(registry)
     if auth is not None:
         app = basic_auth(app, *auth)
     server_class = _IPv6Server if ":" in host else _Server
-    server = server_class((host, port), _Handler, tls=tls)
+    server = server_class((host, port), _Handler, tls=tls, request_timeout=request_timeout,
+                          max_connections=max_connections)  # fmt: skip
     server.set_app(app)
     threading.Thread(target=server.serve_forever, name="spanmeter-metrics", daemon=True).start()
     return server

@@ -172,3 +172,28 @@ def test_basic_auth_over_plain_http_beyond_loopback_warns(caplog):
     with caplog.at_level("WARNING", logger="spanmeter"):
         spanmeter.setup(host="127.0.0.1", basic_auth=("prometheus", "s3cret"), **common).shutdown()
     assert not any("clear text" in r.getMessage() for r in caplog.records)
+
+
+def test_connections_beyond_the_cap_are_closed_at_once_and_the_cap_frees_up():
+    from spanmeter import endpoint
+
+    registry = CollectorRegistry()
+    server = endpoint.serve(registry, "127.0.0.1", 0, request_timeout=1.0, max_connections=3)
+    address = server.server_address[:2]
+    held = [socket.create_connection(address) for _ in range(3)]  # idle: each holds a slot
+    try:
+        time.sleep(0.2)
+        extra = socket.create_connection(address)
+        start = time.monotonic()
+        assert _closed_by_server(extra, 0.5), "a connection beyond the cap was kept waiting"
+        assert time.monotonic() - start < 0.5
+        extra.close()
+        assert all(_closed_by_server(s, 3.0) for s in held)  # the idle ones time out...
+        time.sleep(0.1)
+        response = httpx.get(f"http://127.0.0.1:{address[1]}/metrics", timeout=10)  # ...and free their slots
+        assert response.status_code == 200
+    finally:
+        for s in held:
+            s.close()
+        server.shutdown()
+        server.server_close()
