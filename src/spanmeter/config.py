@@ -8,12 +8,15 @@ default. Settings:
   ``Resource.create``) > ``unknown_service``;
 - endpoint: ``host``/``port`` > ``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT`` >
   ``127.0.0.1:9464``. The default host is loopback, not the exporter's ``localhost``:
-  expose the endpoint beyond this machine only by asking for it.
+  expose the endpoint beyond this machine only by asking for it;
+- shutdown deadline: ``shutdown_timeout_seconds`` > 5 s, for every step of ``shutdown()``
+  together, and for the exit of a process that never called it (see ``Spanmeter.shutdown``).
 
-:func:`setup` builds a :class:`Spanmeter` and touches no global state (tests use it
-with their own providers and registry); :func:`configure` is the once-per-process
-call that also joins or installs the global tracer and meter providers, and is
-idempotent until :func:`shutdown`.
+:func:`setup` builds a :class:`Spanmeter` and touches no global state but an exit hook
+that stops it within its deadline (tests use it with their own providers and registry);
+:func:`configure` is the once-per-process call that also joins or installs the global
+tracer and meter providers; called again it returns the running instance for the same
+arguments and refuses different ones until :func:`shutdown`.
 """
 
 from __future__ import annotations
