@@ -473,9 +473,11 @@ def configure(**kwargs: Any) -> Spanmeter:
                 kwargs["tracer_provider"] = current
         if kwargs.get("meter_provider") is None and metrics.get_meter_provider() is _global_meter_provider:
             # The app may hold instruments of it: join it again, when its identity (resource)
-            # is the one this call asks for (OTLP push gives each configure its own identity).
+            # is the one this call asks for.
             wanted = kwargs.get("resource") or _resource(kwargs.get("service_name"), kwargs.get("tracer_provider"))
-            if not kwargs.get("otlp") and wanted == _global_resource:
+            if kwargs.get("otlp"):
+                wanted = _otlp.instance_resource(wanted)
+            if wanted == _global_resource:
                 kwargs["meter_provider"] = _global_meter_provider
             else:
                 _log.warning("spanmeter: configured with another identity than before; OpenTelemetry instruments "

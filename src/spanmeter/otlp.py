@@ -172,10 +172,22 @@ def _protocol(argument, signal_env: str, environ) -> str:
 def instance_resource(resource: Resource) -> Resource:
     """``resource`` with a ``service.instance.id`` of this process (unless it has one)
     and the :data:`METERED` marker: the identity that keeps workers' series apart."""
-    extra = {METERED: True}
+    extra: dict[str, str | bool] = {METERED: True}
     if INSTANCE_ID not in resource.attributes:
-        extra[INSTANCE_ID] = str(uuid.uuid4())
+        extra[INSTANCE_ID] = _instance_id()
     return resource.merge(Resource(extra))
+
+
+_instance: tuple[int, str] = (0, "")
+
+
+def _instance_id() -> str:
+    # One per process, kept across configure/shutdown cycles; a forked child gets its own.
+    global _instance
+    pid = os.getpid()
+    if _instance[0] != pid:
+        _instance = (pid, str(uuid.uuid4()))
+    return _instance[1]
 
 
 # --- fork awareness -------------------------------------------------------------------
