@@ -5,6 +5,7 @@ and logged once. Real OTLP/HTTP exporters, real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 import spanmeter
+from tests.conftest import Scrape
 from tests.otlp_receiver import OtlpHttpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,6 +136,22 @@ def test_exit_without_shutdown_keeps_the_same_deadline(where, silent):
 
 
 def _env() -> dict:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def test_failed_periodic_pushes_are_counted_on_the_scrape_while_running():
+    receiver = OtlpHttpReceiver()  # a real receiver, asked at a path it answers 404 on
+    registry = CollectorRegistry()
+    meter = spanmeter.setup(start_server=False, registry=registry, tracer_provider=TracerProvider(), otlp=True,
+                            otlp_endpoint=receiver.url + "/wrong-prefix", otlp_interval_seconds=0.1)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        failed = 0.0
+        while time.monotonic() < deadline and failed < 2:
+            time.sleep(0.1)
+            failed = Scrape(generate_latest(registry).decode()).value(
+                "spanmeter_otlp_failed_exports_total", signal="metrics")
+        assert failed >= 2
+    finally:
+        meter.shutdown()
+        receiver.close()
