@@ -56,6 +56,7 @@ def meter():
 @pytest.fixture
 def scrape(meter):
     def _scrape() -> Scrape:
+        meter.state.flush()  # spans wait up to a second for reconciliation otherwise
         response = httpx.get(meter.metrics_url, timeout=10)
         response.raise_for_status()
         return Scrape(response.text)

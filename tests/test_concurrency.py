@@ -95,6 +95,7 @@ def test_fork_gives_the_child_clean_state_and_no_deadlock(meter, scrape):
             from spanmeter.aggregate import produce
 
             tracer.start_span("chat gpt-4o-mini", attributes=CHAT).end()
+            meter.state.flush()
             calls = [p.value for m in produce(meter.state) if m.name == "model_inference_calls"
                      for p in m.data.data_points]  # fmt: skip
             os.write(write, repr(calls).encode())

@@ -98,6 +98,7 @@ def test_joins_a_meter_provider_the_app_already_has():
     app_provider.get_meter("app").create_counter("app_requests").add(3)
     with meter.agent_run("joined"):
         pass
+    meter.state.flush()
     assert reg.get_sample_value("app_requests_total") == 3  # the app's own instrument, same endpoint
     assert reg.get_sample_value("agent_requests_total", {"agent_name": "joined", "status": "success"}) == 1
     meter.shutdown()  # detaches its reader and leaves the app's provider and reader working

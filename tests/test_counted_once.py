@@ -77,8 +77,8 @@ def test_two_side_by_side_spans_of_one_response_count_once(meter, scrape):
     tracer = meter.tracer_provider.get_tracer("t")
     parent = _span(tracer, "handler", {})
     with_id = {**CHAT, **USAGE, "gen_ai.response.id": "chatcmpl-123"}
-    sdk = _span(tracer, "chat gpt-4o", with_id, parent)  # e.g. the SDK's own span ...
-    other = _span(tracer, "openai.chat", with_id, parent)  # ... and another instrumentation's, side by side
+    sdk = _span(meter.tracer_provider.get_tracer("openai-sdk"), "chat gpt-4o", with_id, parent)  # the SDK's own span
+    other = _span(meter.tracer_provider.get_tracer("openllmetry"), "openai.chat", with_id, parent)  # and another's
     sdk.end()
     other.end()
     _span(tracer, "chat gpt-4o", {**with_id, "gen_ai.response.id": "chatcmpl-456"}, parent).end()  # another call

@@ -85,6 +85,7 @@ def test_label_values_survive_the_exposition_round_trip(model):
     try:
         meter.tracer_provider.get_tracer("t").start_span(
             "chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": model}).end()  # fmt: skip
+        meter.state.flush()
         families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
         labels = [s.labels["model_id"] for s in families["model_inference_calls"].samples]
         assert labels == [model.strip() and model[:128] or "unknown"] or labels == [model[:128]]

@@ -89,11 +89,20 @@ def test_replayed_spans_give_the_servers_numbers(fixture_id, meter, scrape):
     assert s.value("spanmeter_processor_errors_total") == 0
 
 
+_LATER = iter(range(1, 10**6))
+
+
+def _replay_later(fixture_id, processor):
+    """Replay a fixture a minute after the previous one: recordings share ids and times, and
+    spans of one response id that overlap in time are one call."""
+    span_fixtures.load(fixture_id).replay(processor, span_fixtures.BASE_TIME_NS + next(_LATER) * 60 * 10**9)
+
+
 def test_tools_and_tokens_of_an_agent_run_are_attributed_to_its_agent(meter, scrape):
     for fixture_id, agent in (("pydantic-ai/pydantic_ai_agent_tool", "weather_agent"),
                               ("openllmetry-traceloop-sdk/traceloop_agent_tool", "weather_agent"),
                               ("nested-pydantic-ai-openai-v2/pydantic_ai_agent_tool", "weather_agent")):  # fmt: skip
-        span_fixtures.load(fixture_id).replay(meter.processor)
+        _replay_later(fixture_id, meter.processor)
     s = scrape()
     assert s.value("agent_requests_total", agent_name="weather_agent", status="success") == 3
     assert s.value("agent_tool_calls_total", agent_name="weather_agent", tool_name="get_weather",
@@ -138,8 +147,8 @@ def test_pydantic_ai_aggregated_usage_on_the_agent_span_is_not_counted_again(met
 
 
 def test_cost_the_span_carries_is_used(meter, scrape):
-    span_fixtures.load("pydantic-ai/pydantic_ai_agent_tool").replay(meter.processor)  # operation.cost
-    span_fixtures.load("openlit/openai_chat").replay(meter.processor)  # gen_ai.usage.cost
+    _replay_later("pydantic-ai/pydantic_ai_agent_tool", meter.processor)  # operation.cost
+    _replay_later("openlit/openai_chat", meter.processor)  # gen_ai.usage.cost
     s = scrape()
     assert s.value("spanmeter_priced_calls_total", source="span") == 3
 

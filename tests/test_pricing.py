@@ -185,6 +185,7 @@ def test_overrides_as_a_dict_in_code():
                             prices={"price": [{"model": "in-house", "input": 1, "output": 2}]})  # fmt: skip
     try:
         _call(meter, "in-house", input=1_000_000, output=1_000_000)
+        meter.state.flush()
         metric = [m for m in spanmeter.aggregate.produce(meter.state) if m.name == "agent_estimated_cost_dollars"]
         assert [p.value for p in metric[0].data.data_points] == [3.0]
     finally:
@@ -301,6 +302,7 @@ def test_catalogue_auto_update_only_when_asked(tmp_path):
         assert wait_prices_updated_sync(timeout=20)
         meter.processor.pricer._checked = -1e9  # do not wait the 10 s between snapshot checks
         _call(meter, "gpt-4o", provider="openai", input=1000, output=1000)
+        meter.state.flush()
         cost = reg.get_sample_value("agent_estimated_cost_dollars_total", {"agent_name": "unknown", "model_id": "gpt-4o"})
         assert cost == pytest.approx((1000 * 7 + 1000 * 21) / M, rel=1e-12)
         versions = [s.labels["version"] for m in reg.collect() for s in m.samples

@@ -162,6 +162,7 @@ def test_label_values_beyond_the_limit_collapse_into_other(scrape, meter):
     processor = SpanmeterProcessor(state)
     for n in range(10):
         processor.on_end(_readable({"gen_ai.operation.name": "chat", "gen_ai.request.model": f"m{n}"}, span_id=n + 1))
+    processor.force_flush()
     models = {}
     from spanmeter.aggregate import produce
 

@@ -29,8 +29,10 @@ from opentelemetry.sdk.metrics.export import (
 
 from spanmeter import catalog
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, TABLES, MetricSpec
-from spanmeter.conventions import TOKEN_TYPES, UNKNOWN, coerce_label
+from spanmeter import conventions as c
+from spanmeter.conventions import MAX_LABEL_LENGTH, TOKEN_TYPES, UNKNOWN, coerce_label
 from spanmeter.conversations import ENDED_BY_APP, ENDED_EVICTED, ENDED_IDLE, ConversationTracker
+from spanmeter.pricing import UNPRICED
 
 OTHER = "other"
 
@@ -45,6 +47,7 @@ DEFAULT_LABEL_LIMITS: dict[str, int] = {
     "error_type": 100,
     "tool_type": 30,
     "metric_type": 50,
+    "workflow": 100,
 }
 # Dimensions whose values come from spans or from the application, and the guard
 # (limit) that admits them; response models share the model guard.
@@ -58,10 +61,12 @@ _GUARD_OF_DIM = {
     "error_type": "error_type",
     "tool_type": "tool_type",
     "metric_type": "metric_type",
+    "workflow": "workflow",
 }
 # Dimensions that must have a value (``unknown`` when the span has none); the others
 # are left out of a data point when absent (``error.type`` on success, for example).
 _OPTIONAL_DIMS = {"response_model", "error_type", "tool_type"}
+_NO_TOKENS = (None, None, None, None, None)
 # Raw attribute tuples remembered per table for the fast path; beyond this the slow
 # path (sanitise, look up) runs for new tuples, so memory stays bounded.
 _RAW_CACHE_LIMIT = 20_000
@@ -173,6 +178,25 @@ class AgentSeries:
             "tool_calls": self.tool_calls.snapshot(),
             "tokens": self.tokens.snapshot(),
             "cost": cost if sum(cost[0]) else None,
+        }
+
+
+class WorkflowSeries:
+    __slots__ = ("dims", "count", "duration", "inference_calls", "tool_calls")
+
+    def __init__(self, dims):
+        self.dims = dims
+        self.count = 0
+        self.duration = _hist("workflow", "duration")
+        self.inference_calls = _hist("workflow", "inference_calls")
+        self.tool_calls = _hist("workflow", "tool_calls")
+
+    def snapshot(self, now: float) -> dict:
+        return {
+            "count": self.count,
+            "duration": self.duration.snapshot(),
+            "inference_calls": self.inference_calls.snapshot(),
+            "tool_calls": self.tool_calls.snapshot(),
         }
 
 
@@ -303,8 +327,8 @@ class LabelGuard:
                 state.count_locked("overflow", (self.name,))
                 return OTHER
             self.values.add(label)
-        if raw.__class__ is str and len(self.known) < _RAW_CACHE_LIMIT:
-            self.known[raw] = label
+        if raw.__class__ is str and len(raw) <= MAX_LABEL_LENGTH and len(self.known) < _RAW_CACHE_LIMIT:
+            self.known[raw] = label  # long raw values are not kept: memory is bounded by entries
         return label
 
 
@@ -360,6 +384,7 @@ class State:
             "model": Table("model", ModelSeries),
             "tool": Table("tool", ToolSeries),
             "agent": Table("agent", AgentSeries),
+            "workflow": Table("workflow", WorkflowSeries),
             "conversation": Table("conversation", lambda d: ConversationSeries(d, ew)),
             "quality": Table("quality", lambda d: QualitySeries(d, qw)),
             "spans": Table("spans", CountSeries),
@@ -369,6 +394,7 @@ class State:
             "evictions": Table("evictions", CountSeries),
             "evaluations": Table("evaluations", CountSeries),
             "no_usage": Table("no_usage", CountSeries),
+            "shed": Table("shed", CountSeries),
             "conversation_ends": Table("conversation_ends", CountSeries),
             "open_conversations": Table("open_conversations", ValueSeries),
             "price_sources": Table("price_sources", CountSeries),
@@ -378,10 +404,12 @@ class State:
         # Zero-valued health series exist from the start so alerts on them can fire.
         self.count_locked("faults", (), 0)
         self.count_locked("evictions", (), 0)
+        self.count_locked("shed", ("backlog",), 0)
         # Direct references for the hot path.
         self.model = self.tables["model"]
         self.tool = self.tables["tool"]
         self.agent = self.tables["agent"]
+        self.workflow = self.tables["workflow"]
         spans = self.tables["spans"].series
         self.spans_agent = spans[("agent",)] = CountSeries(("agent",))
         self.spans_inference = spans[("inference",)] = CountSeries(("inference",))
@@ -406,7 +434,8 @@ class State:
                 label = value  # set by spanmeter itself (status, kind, reason ...)
             else:
                 label = self.guards[guard].admit(value, self)
-                cacheable = cacheable and label != OTHER and value.__class__ is str
+                cacheable = (cacheable and label != OTHER and value.__class__ is str
+                             and len(value) <= MAX_LABEL_LENGTH)  # fmt: skip
             labels.append(label)
         key = tuple(labels)
         series = table.series.get(key)
@@ -426,6 +455,88 @@ class State:
             series = t.series[dims] = CountSeries(dims)
         series.count += n
 
+    # --- one method per kind of span (the caller holds the lock) -----------------------
+    def _series(self, table: Table, key: tuple):
+        try:
+            series = table.by_raw.get(key)
+        except TypeError:  # an unhashable attribute value
+            series = None
+        return series if series is not None else self.series_locked(table, key)
+
+    def add_call_locked(self, agent, record, tokens, *, call: bool, duration, ttfc, priced, no_usage: int = 0):
+        """An inference span: a call (``call``) or only tokens and cost of one counted elsewhere.
+
+        ``tokens`` (GenAI meaning), ``priced`` (None, UNPRICED or (femto-dollars, source)) and
+        ``no_usage`` (calls of this series without usage) were decided by the reconciliation.
+        Returns the series.
+        """
+        series = self._series(self.model, (agent, record.model, record.provider, record.operation,
+                                           record.response_model, record.error_type))  # fmt: skip
+        if call:
+            series.count += 1
+            if duration is not None:
+                series.duration.observe(duration)
+            if ttfc is not None:
+                series.time_to_first_chunk.observe(ttfc)
+            self.spans_inference.count += 1
+        if no_usage:
+            self.count_locked("no_usage", (series.dims[1],), no_usage)
+        i, o = tokens[0], tokens[1]
+        if tokens != _NO_TOKENS:
+            counts = series.tokens
+            for n, value in enumerate(tokens):
+                if value is not None:
+                    counts[n] += value
+            if i is not None:
+                series.token_input.observe(i)
+            if o is not None:
+                series.token_output.observe(o)
+        if priced is not None:
+            if priced is UNPRICED:
+                series.unpriced_calls += 1
+                unpriced = series.unpriced_tokens
+                for n, value in enumerate(tokens):
+                    if value is not None:
+                        unpriced[n] += value
+            else:
+                femto, source = priced
+                series.cost += femto
+                series.priced = True
+                self.priced_by[source].count += 1
+        return series
+
+    def add_tool_locked(self, agent, record, duration) -> None:
+        status = c.status_of(record.error_type)
+        series = self._series(self.tool, (agent, record.tool, record.tool_type, status, record.error_type))
+        series.count += 1
+        if duration is not None:
+            series.duration.observe(duration)
+        self.spans_tool.count += 1
+
+    def add_run_locked(self, agent, record, duration, run) -> None:
+        """An agent run; ``run`` (a :class:`spanmeter.ancestry.Run` or None) holds what its
+        own calls and tools added up to."""
+        series = self._series(self.agent, (agent, c.status_of(record.error_type), record.error_type))
+        series.count += 1
+        if duration is not None:
+            series.duration.observe(duration)
+        if run is not None:  # None when the run started before spanmeter was added
+            series.inference_calls.observe(run.inference_calls)
+            series.tool_calls.observe(run.tool_calls)
+            series.tokens.observe(run.tokens)
+            if run.cost is not None:
+                series.cost.observe(run.cost / catalog.COST_DIVISOR)
+        self.spans_agent.count += 1
+
+    def add_workflow_locked(self, name, record, duration, run) -> None:
+        series = self._series(self.workflow, (name, c.status_of(record.error_type), record.error_type))
+        series.count += 1
+        if duration is not None:
+            series.duration.observe(duration)
+        if run is not None:
+            series.inference_calls.observe(run.inference_calls + run.sub_calls)
+            series.tool_calls.observe(run.tool_calls + run.sub_tools)
+
     def set_info(self, table: str, dims: tuple | None) -> None:
         """Make ``dims`` the one series of an info table (none when ``dims`` is None)."""
         with self.lock:
@@ -436,12 +547,12 @@ class State:
 
     # --- conversations ------------------------------------------------------------------
     def conversation_turn_locked(self, conversation_id: str, agent, now: float) -> None:
-        for ended in self.conversations.turn(conversation_id, agent, now):
+        for ended in self.conversations.turn(c.key(conversation_id), agent, now):
             self.record_conversation_locked(ended.agent, ended.turns, ended.escalated, ended.reason)
         self.open_conversations.value = len(self.conversations)
 
     def end_conversation_locked(self, conversation_id: str, *, escalated: bool, agent, now: float) -> bool:
-        ended = self.conversations.end(conversation_id, escalated=escalated, agent=agent, now=now)
+        ended = self.conversations.end(c.key(conversation_id), escalated=escalated, agent=agent, now=now)
         if ended is not None:
             self.record_conversation_locked(ended.agent, ended.turns, ended.escalated, ended.reason)
             self.open_conversations.value = len(self.conversations)
@@ -466,6 +577,11 @@ class State:
             self.count_locked(table, dims, n)
 
     # --- collection -------------------------------------------------------------------
+    def flush(self) -> None:
+        """Have every processor aggregate all it holds, reconciliation's window or not."""
+        for drain in self.drainers:
+            drain(flush=True)
+
     def snapshot(self) -> dict[str, list[tuple[tuple, dict]]]:
         for drain in self.drainers:
             drain()

@@ -28,6 +28,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "model": ("agent", "model", "provider", "operation", "response_model", "error_type"),
     "tool": ("agent", "tool", "tool_type", "status", "error_type"),
     "agent": ("agent", "status", "error_type"),
+    "workflow": ("workflow", "status", "error_type"),
     "conversation": ("agent",),
     "quality": ("agent", "metric_type"),
     "spans": ("kind",),
@@ -37,6 +38,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "evictions": (),
     "evaluations": ("agent", "status"),
     "no_usage": ("model",),
+    "shed": ("reason",),
     "conversation_ends": ("reason",),
     "open_conversations": (),
     "price_sources": ("source",),
@@ -61,6 +63,7 @@ def _decimal(bounds) -> tuple[float, ...]:
 GENAI_DURATION_BUCKETS = _decimal(0.01 * 2**i for i in range(14))  # 0.01 .. 81.92
 GENAI_AGENT_DURATION_BUCKETS = _decimal(0.1 * 2**i for i in range(13))  # 0.1 .. 409.6
 GENAI_TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
+GENAI_CALLS_BUCKETS = tuple(float(2**i) for i in range(8))  # 1 .. 128
 # spanmeter's per-run distributions.
 INFERENCE_CALLS_PER_RUN_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0)
 TOOL_CALLS_PER_RUN_BUCKETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0)
@@ -216,6 +219,18 @@ METRICS: tuple[MetricSpec, ...] = (
                (("gen_ai.tool.name", "tool"), ("gen_ai.tool.type", "tool_type"),
                 ("gen_ai.agent.name", "agent"), ("error.type", "error_type")),
                GENAI_DURATION_BUCKETS, family="genai"),
+    MetricSpec("gen_ai.invoke_workflow.duration", HISTOGRAM, "s",
+               "The end-to-end duration of a workflow that coordinates agent runs.",
+               "workflow", "duration", (("gen_ai.workflow.name", "workflow"), ("error.type", "error_type")),
+               GENAI_AGENT_DURATION_BUCKETS, family="genai"),
+    MetricSpec("gen_ai.invoke_workflow.inference_calls", HISTOGRAM, "{call}",
+               "Model inference calls made within one workflow, by all its agent runs.",
+               "workflow", "inference_calls", (("gen_ai.workflow.name", "workflow"),),
+               GENAI_CALLS_BUCKETS, family="genai"),
+    MetricSpec("gen_ai.invoke_workflow.tool_calls", HISTOGRAM, "{call}",
+               "Tool calls made within one workflow, by all its agent runs.",
+               "workflow", "tool_calls", (("gen_ai.workflow.name", "workflow"),),
+               GENAI_CALLS_BUCKETS, family="genai"),
     # --- spanmeter's own health ---
     MetricSpec("spanmeter_spans", COUNTER, "{span}",
                "Spans turned into metrics, by kind (agent, inference, tool).",
@@ -250,6 +265,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("spanmeter_open_conversations", GAUGE, "{conversation}",
                "Conversations followed by gen_ai.conversation.id that are open now.",
                "open_conversations", "value", (), family="self"),
+    MetricSpec("spanmeter_spans_shed", COUNTER, "{span}",
+               "Ended spans not turned into metrics because aggregation fell too far behind "
+               "(backlog: more than the processor's max_backlog spans waiting); the "
+               "application is never blocked instead.",
+               "shed", "count", (("reason", "reason"),), family="self"),
     MetricSpec("spanmeter_open_spans_evicted", COUNTER, "{span}",
                "Open spans forgotten because too many were open at once (runs that never end).",
                "evictions", "count", (), family="self"),

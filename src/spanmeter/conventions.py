@@ -17,12 +17,29 @@ stated here once and counted by reason in ``spanmeter_dropped_values_total``:
   characters is cut (``truncated``); characters that cannot be encoded as UTF-8
   (lone surrogates from undecodable bytes) become ``?`` (``invalid_utf8``); empty
   text becomes ``unknown``.
+- ``error.type`` (a label): exception class names (dotted identifiers such as
+  ``openai.RateLimitError``), provider codes of the same shape (``rate_limit_exceeded``) and
+  HTTP status codes (``429``) are kept; anything else (free text that may hold personal
+  data, non-string values) becomes ``_OTHER`` (``error_type`` ``free_text`` /
+  ``wrong_type``);
+- names taken from a span's name when no attribute names the agent, workflow or tool
+  (OpenInference's LangChain agents, openai-agents' workflow): kept only when they look like
+  a name a developer gave (letters, digits, ``_ . - : /`` and spaces, at most 64 characters,
+  no run of three digits, no ``@``), else absent: free text and ids stay out of labels;
+- identifiers kept in memory (response ids, conversation ids): longer than
+  :data:`MAX_KEY_LENGTH` characters are replaced by a hash of them, so memory is bounded by
+  entries, not by what a span carries.
+
+One reader: :func:`kind_of` and :func:`run_name` serve the processor when a span starts
+(ancestry) and :func:`read` when it ends (the :class:`Record`), so both agree.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from typing import NamedTuple
 
 # --- GenAI semantic conventions v1.41 ------------------------------------------------
 OPERATION_NAME = "gen_ai.operation.name"
@@ -58,6 +75,11 @@ CACHE_READ_TOKENS_OLD = "gen_ai.usage.cache_read_input_tokens"  # OpenLLMetry be
 CACHE_WRITE_TOKENS_OLD = "gen_ai.usage.cache_creation_input_tokens"
 REASONING_TOKENS_FLAT = "gen_ai.usage.reasoning_tokens"  # OpenLLMetry, OpenLIT
 REASONING_TOKENS_DETAILS = "gen_ai.usage.details.reasoning_tokens"  # pydantic-ai
+THOUGHTS_TOKENS_DETAILS = "gen_ai.usage.details.thoughts_tokens"  # pydantic-ai on Google models
+USAGE_RAW = "gen_ai.usage.raw"  # Logfire: the provider's usage object as JSON text
+WORKFLOW_NAME = "gen_ai.workflow.name"
+LOGFIRE_SPAN_TYPE = "logfire.span_type"  # "log" for Logfire's zero-duration log spans
+LOGFIRE_REQUEST_DATA = "request_data"  # Logfire: the request as JSON text (holds "stream")
 PYDANTIC_AGENT_NAME = "agent_name"  # pydantic-ai before 1.0 ("agent run" spans)
 SESSION_ID = "session.id"  # OpenInference's conversation
 TELEMETRY_SDK_NAME = "telemetry.sdk.name"  # OpenLIT writes "openlit" on its spans
@@ -88,11 +110,13 @@ CONVERSATION_ESCALATED = "spanmeter.conversation.escalated"
 OP_CHAT = "chat"
 OP_INVOKE_AGENT = "invoke_agent"
 OP_EXECUTE_TOOL = "execute_tool"
+OP_INVOKE_WORKFLOW = "invoke_workflow"
 
 # Kinds of span the processor derives metrics from.
 KIND_AGENT = 1
 KIND_INFERENCE = 2
 KIND_TOOL = 3
+KIND_WORKFLOW = 4  # a run that coordinates agent runs (GenAI ``invoke_workflow``)
 
 #: ``gen_ai.operation.name`` -> kind. Operations not listed (retrieval, workflows,
 #: memory, create_agent) produce no metrics of their own but still carry ancestry.
@@ -103,6 +127,7 @@ OPERATION_KINDS: dict[str, int] = {
     "embeddings": KIND_INFERENCE,
     "invoke_agent": KIND_AGENT,
     "execute_tool": KIND_TOOL,
+    "invoke_workflow": KIND_WORKFLOW,
 }
 
 #: Token types, in the order the processor stores them.
@@ -117,13 +142,15 @@ ERROR_OTHER = "_OTHER"
 UNKNOWN = "unknown"
 MAX_TOKENS = 10**12
 MAX_LABEL_LENGTH = 128
+MAX_KEY_LENGTH = 128  # ids kept in memory longer than this are hashed
 
 
 OPENINFERENCE_KINDS: dict[str, int] = {"LLM": KIND_INFERENCE, "EMBEDDING": KIND_INFERENCE, "AGENT": KIND_AGENT,
                                         "TOOL": KIND_TOOL}  # fmt: skip
 TRACELOOP_KINDS: dict[str, int] = {"agent": KIND_AGENT, "tool": KIND_TOOL}
 LLM_REQUEST_TYPES: dict[str, str] = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
-_OPERATION_OF_KIND = {KIND_INFERENCE: OP_CHAT, KIND_AGENT: OP_INVOKE_AGENT, KIND_TOOL: OP_EXECUTE_TOOL}
+_OPERATION_OF_KIND = {KIND_INFERENCE: OP_CHAT, KIND_AGENT: OP_INVOKE_AGENT, KIND_TOOL: OP_EXECUTE_TOOL,
+                      KIND_WORKFLOW: OP_INVOKE_WORKFLOW}  # fmt: skip
 
 
 def kind_of(attributes, name: str = "") -> int | None:
@@ -131,7 +158,7 @@ def kind_of(attributes, name: str = "") -> int | None:
 
     Used when a span starts (attributes given at creation) and when it ends. Reads, in
     order: ``gen_ai.operation.name`` (GenAI conventions: the official instrumentations,
-    OpenLLMetry, OpenLIT, pydantic-ai, the anthropic SDK), ``openinference.span.kind``
+    OpenLLMetry, OpenLIT, pydantic-ai, Logfire, the anthropic SDK), ``openinference.span.kind``
     (OpenInference), ``traceloop.span.kind`` (Traceloop SDK agents and tools),
     ``llm.request.type`` (OpenLLMetry before it wrote the operation), and pydantic-ai's
     span names before 1.0 (``agent run``, ``running tool ...``).
@@ -156,15 +183,93 @@ def kind_of(attributes, name: str = "") -> int | None:
     return None
 
 
-#: The fields of a record, the tuple :func:`read` returns (a tuple: the cheapest thing
-#: Python builds). Token counts keep the GenAI meaning (input includes cache reads and
-#: writes, output includes reasoning), are ints or None (absent), and were coerced by the
-#: rules above; ``drops`` lists the (field, reason) of values that could not be used.
-RECORD_FIELDS = (
-    "kind", "operation", "agent", "model", "response_model", "provider", "tool", "tool_type",
-    "error_type", "conversation", "response_id",
-    "input", "output", "cache_read", "cache_write", "reasoning", "drops", "time_to_first_chunk",
-)  # fmt: skip
+#: Span-name prefixes of the conventions' ``{operation} {name}`` span names.
+_NAME_PREFIXES = ("invoke_agent ", "invoke_workflow ", "execute_tool ")
+_GIVEN_NAME = re.compile(r"[A-Za-z0-9_.:/ -]{1,64}")
+_DIGIT_RUN = re.compile(r"[0-9]{3}")
+
+
+def name_from_span_name(name) -> str | None:
+    """The span name as a label value by the rule above, or None when it may be free text."""
+    if name.__class__ is not str:
+        return None
+    for prefix in _NAME_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    name = name.strip()
+    if not _GIVEN_NAME.fullmatch(name) or _DIGIT_RUN.search(name) or name == "agent run":
+        return None
+    return name
+
+
+def run_name(attributes, kind: int, name: str = "") -> tuple[str | None, bool]:
+    """(name, named) of an agent run or workflow span: ``named`` is False when no attribute
+    names it and the name (or None) comes from the span name.
+
+    Attributes, in order: ``gen_ai.agent.name`` (GenAI), ``agent.name`` (OpenInference),
+    ``agent_name`` (pydantic-ai before 1.0), ``traceloop.entity.name`` (Traceloop agents);
+    ``gen_ai.workflow.name`` for workflows.
+    """
+    get = attributes.get
+    if kind == KIND_WORKFLOW:
+        value = get(WORKFLOW_NAME)
+        if value is None:
+            value = get(TRACELOOP_ENTITY_NAME)
+    else:
+        value = get(AGENT_NAME)
+        if value is None:
+            value = get(OI_AGENT_NAME)
+            if value is None:
+                value = get(PYDANTIC_AGENT_NAME)
+                if value is None:
+                    value = get(TRACELOOP_ENTITY_NAME)
+    if value is not None and value != "":
+        return value, True
+    return name_from_span_name(name), False
+
+
+class Record(NamedTuple):
+    """What one ended span says, in the GenAI meaning whatever convention it was written in.
+
+    Token counts: ``input`` includes cache reads and writes, ``output`` includes reasoning;
+    ints or None (absent), coerced by the rules above; ``drops`` lists the (field, reason)
+    of values that could not be used. ``named`` is False when an agent or workflow name came
+    from the span name (see :func:`run_name`). ``usage_only`` marks a span that only carries
+    the usage of a call another span reported (Logfire's log span at the end of a stream);
+    ``awaits_usage`` a streamed call whose usage such a span will bring.
+    """
+
+    kind: int
+    operation: str | None
+    agent: object  # raw attribute value (labels are made from it by the state)
+    named: bool
+    model: object
+    response_model: object
+    provider: object
+    tool: object
+    tool_type: object
+    error_type: str | None
+    conversation: object
+    response_id: object
+    input: int | None
+    output: int | None
+    cache_read: int | None
+    cache_write: int | None
+    reasoning: int | None
+    drops: list | None
+    time_to_first_chunk: float | None
+    usage_only: bool = False
+    awaits_usage: bool = False
+    ends_conversation: bool = False  # spanmeter's own runs: the last turn (AgentRun.end_conversation())
+    escalated: bool = False
+
+    @property
+    def tokens(self) -> tuple:
+        return (self.input, self.output, self.cache_read, self.cache_write, self.reasoning)
+
+
+RECORD_FIELDS = Record._fields
 _TOKEN_FIELDS = tuple(f"{t}_tokens" for t in TOKEN_TYPES)
 
 
@@ -203,8 +308,8 @@ def _first(get, *keys):
     return None
 
 
-def read(attributes, kind: int, failed: bool, name: str = "") -> tuple:
-    """The record (see :data:`RECORD_FIELDS`) of a span of ``kind`` (from :func:`kind_of`).
+def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
+    """The :class:`Record` of a span of ``kind`` (from :func:`kind_of`).
 
     Every convention's fields are read with the GenAI meaning: OpenInference's
     ``llm.token_count.prompt`` is input with its cached part, as GenAI's input is; OpenLIT's
@@ -214,59 +319,92 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> tuple:
     get = attributes.get
     op = get(OPERATION_NAME)
     if op.__class__ is not str and get(OI_SPAN_KIND).__class__ is str:
-        return _read_openinference(get, kind, failed, name)
-    error_type = _error_type(get(ERROR_TYPE), failed)
+        return _read_openinference(get, attributes, kind, failed, name)
+    error_type, edrop = _error_type(get(ERROR_TYPE), failed)
     if op.__class__ is not str:  # Traceloop kinds, old OpenLLMetry, old pydantic-ai
         op = LLM_REQUEST_TYPES.get(get(LLM_REQUEST_TYPE)) if kind == KIND_INFERENCE else None
         op = op or _OPERATION_OF_KIND[kind]
-    agent = get(AGENT_NAME)
-    if agent is None:
-        agent = get(PYDANTIC_AGENT_NAME)
-        if agent is None and kind == KIND_AGENT:
-            agent = get(TRACELOOP_ENTITY_NAME)
-    drops = None
     if kind == KIND_INFERENCE:
-        response_model = get(RESPONSE_MODEL)
-        i = get(INPUT_TOKENS)
-        if i is None:
-            i = get(PROMPT_TOKENS_OLD)
-        o = get(OUTPUT_TOKENS)
-        if o is None:
-            o = get(COMPLETION_TOKENS_OLD)
-        cr = get(CACHE_READ_TOKENS)
-        if cr is None:
-            cr = get(CACHE_READ_TOKENS_OLD)
-        cw = get(CACHE_WRITE_TOKENS)
-        if cw is None:
-            cw = _first(get, CACHE_WRITE_TOKENS_NEXT, CACHE_WRITE_TOKENS_OLD)
-        rs = get(REASONING_TOKENS)
-        if rs is None:
-            rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS)
-        provider = get(PROVIDER_NAME) or get(SYSTEM)
-        (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs), _excludes_cache(get, provider))
-        ttfc = get(TIME_TO_FIRST_CHUNK)
-        if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
-            drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
-            ttfc = None
-        return (
-            kind, op, agent, get(REQUEST_MODEL) or response_model, response_model, provider, None, None,
-            error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs, drops, ttfc,
-        )  # fmt: skip
+        return _read_inference(get, op, error_type, edrop)
     if kind == KIND_TOOL:
         tool = get(TOOL_NAME)
         if tool is None:
             tool = get(TRACELOOP_ENTITY_NAME)
-        return (
-            kind, op, agent, None, None, None, tool, get(TOOL_TYPE),
-            error_type, None, None, None, None, None, None, None, drops, None,
-        )  # fmt: skip
+        agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME)
+        return Record(kind, op, agent, agent is not None, None, None, None, tool, get(TOOL_TYPE), error_type,
+                      None, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
+    agent, named = run_name(attributes, kind, name)
     conversation = get(CONVERSATION_ID)
     if conversation is None:
         conversation = get(SESSION_ID)
-    return (
-        kind, op, agent, None, None, None, None, None,
-        error_type, conversation, None, None, None, None, None, None, drops, None,
-    )  # fmt: skip
+    return Record(kind, op, agent, named, None, None, None, None, None, error_type,
+                  conversation, None, None, None, None, None, None, _with(None, edrop), None, False, False,
+                  get(CONVERSATION_ENDED) is True, get(CONVERSATION_ESCALATED) is True)  # fmt: skip
+
+
+def _read_inference(get, op, error_type, edrop) -> Record:
+    response_model = get(RESPONSE_MODEL)
+    i = get(INPUT_TOKENS)
+    if i is None:
+        i = get(PROMPT_TOKENS_OLD)
+    o = get(OUTPUT_TOKENS)
+    if o is None:
+        o = get(COMPLETION_TOKENS_OLD)
+    cr = get(CACHE_READ_TOKENS)
+    if cr is None:
+        cr = get(CACHE_READ_TOKENS_OLD)
+    cw = get(CACHE_WRITE_TOKENS)
+    if cw is None:
+        cw = _first(get, CACHE_WRITE_TOKENS_NEXT, CACHE_WRITE_TOKENS_OLD)
+    rs = get(REASONING_TOKENS)
+    if rs is None:
+        rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS, THOUGHTS_TOKENS_DETAILS)
+        if rs is None:
+            rs = _raw_reasoning(get(USAGE_RAW))
+    provider = get(PROVIDER_NAME) or get(SYSTEM)
+    (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs), _excludes_cache(get, provider))
+    drops = _with(drops, edrop)
+    ttfc = get(TIME_TO_FIRST_CHUNK)
+    if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
+        drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
+        ttfc = None
+    usage_only = awaits = False
+    span_type = get(LOGFIRE_SPAN_TYPE)
+    if span_type is not None:  # Logfire: a stream is a usage-less span, then a log span with the usage
+        has_usage = i is not None or o is not None
+        usage_only = span_type == "log" and has_usage
+        awaits = span_type == "span" and not has_usage and _requested_stream(get)
+    agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME)
+    return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
+                  response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
+                  drops, ttfc, usage_only, awaits)  # fmt: skip
+
+
+def _requested_stream(get) -> bool:
+    if get(REQUEST_STREAM) is True:
+        return True
+    data = get(LOGFIRE_REQUEST_DATA)
+    return data.__class__ is str and len(data) < 1_000_000 and bool(_STREAM_TRUE.search(data))
+
+
+_STREAM_TRUE = re.compile(r'"stream"\s*:\s*true')
+
+
+def _raw_reasoning(raw):
+    """Reasoning tokens inside a provider usage object written as JSON text (Logfire)."""
+    if raw.__class__ is not str or "reasoning_tokens" not in raw or len(raw) > 100_000:
+        return None
+    try:
+        usage = json.loads(raw)
+    except ValueError:
+        return None
+    if usage.__class__ is not dict:
+        return None
+    for key in ("completion_tokens_details", "output_tokens_details"):
+        details = usage.get(key)
+        if details.__class__ is dict and details.get("reasoning_tokens") is not None:
+            return details["reasoning_tokens"]
+    return None
 
 
 def _excludes_cache(get, provider) -> bool:
@@ -274,30 +412,37 @@ def _excludes_cache(get, provider) -> bool:
     return get(TELEMETRY_SDK_NAME) == "openlit" and provider == "anthropic"
 
 
-def _read_openinference(get, kind: int, failed: bool, name: str) -> tuple:
-    error_type = _error_type(get(ERROR_TYPE), failed)
+def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> Record:
+    error_type, edrop = _error_type(get(ERROR_TYPE), failed)
     conversation = get(SESSION_ID)
-    drops = None
     if kind == KIND_INFERENCE:
         response_model = get(OI_RESPONSE_MODEL) or get(OI_MODEL)
         model = get(OI_REQUEST_MODEL) or _invocation_model(get(OI_INVOCATION_PARAMETERS)) or response_model
         (i, o, cr, cw, rs), drops = _usage((get(OI_PROMPT_TOKENS), get(OI_COMPLETION_TOKENS),
                                             get(OI_CACHE_READ_TOKENS), get(OI_CACHE_WRITE_TOKENS),
                                             get(OI_REASONING_TOKENS)))  # fmt: skip
+        drops = _with(drops, edrop)
         op = "embeddings" if get(OI_SPAN_KIND) == "EMBEDDING" else OP_CHAT
-        return (
-            kind, op, get(OI_AGENT_NAME), model, response_model, get(OI_PROVIDER) or get(OI_SYSTEM), None, None,
-            error_type, conversation, None, i, o, cr, cw, rs, drops, None,
-        )  # fmt: skip
+        agent = get(OI_AGENT_NAME)
+        return Record(kind, op, agent, agent is not None, model, response_model, get(OI_PROVIDER) or get(OI_SYSTEM),
+                      None, None, error_type, conversation, _output_id(get(OI_OUTPUT_VALUE)), i, o, cr, cw, rs,
+                      drops, None)  # fmt: skip
     if kind == KIND_TOOL:
-        return (
-            kind, OP_EXECUTE_TOOL, get(OI_AGENT_NAME), None, None, None, get(OI_TOOL_NAME) or name, None,
-            error_type, conversation, None, None, None, None, None, None, drops, None,
-        )  # fmt: skip
-    return (
-        kind, OP_INVOKE_AGENT, get(OI_AGENT_NAME) or name, None, None, None, None, None,
-        error_type, conversation, None, None, None, None, None, None, drops, None,
-    )  # fmt: skip
+        tool = get(OI_TOOL_NAME)
+        if tool is None:
+            tool = name_from_span_name(name)
+        agent = get(OI_AGENT_NAME)
+        return Record(kind, OP_EXECUTE_TOOL, agent, agent is not None, None, None, None, tool, None, error_type,
+                      conversation, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
+    agent, named = run_name(attributes, kind, name)
+    return Record(kind, _OPERATION_OF_KIND[kind], agent, named, None, None, None, None, None, error_type,
+                  conversation, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
+
+
+def content_of(attributes) -> tuple:
+    """(question, answer) an agent span recorded (GenAI messages or OpenInference values)."""
+    get = attributes.get
+    return get(INPUT_MESSAGES) or get(OI_INPUT_VALUE), get(OUTPUT_MESSAGES) or get(OI_OUTPUT_VALUE)
 
 
 def _invocation_model(parameters):
@@ -311,13 +456,52 @@ def _invocation_model(parameters):
     return model if model.__class__ is str else None
 
 
-def _error_type(error_type, failed: bool):
-    if error_type is None and not failed:
+_OUTPUT_ID = re.compile(r'"id"\s*:\s*"((?:chatcmpl|resp|msg|gen)[-_][A-Za-z0-9_-]{1,120})"')
+
+
+def _output_id(output):
+    """The provider's response id inside OpenInference's ``output.value`` (the raw response
+    as JSON text), or None. OpenInference writes no ``gen_ai.response.id``; the id is what
+    tells its span and another instrumentation's span of the same call apart from others."""
+    if output.__class__ is not str or len(output) > 1_000_000:
         return None
-    error_type = outcome(error_type, failed)[1]
-    if error_type.startswith("<class '") and error_type.endswith("'>"):  # str() of a class
-        error_type = error_type[8:-2]
-    return error_type
+    match = _OUTPUT_ID.search(output, 0, 4096)  # the response's own id comes first
+    return match.group(1) if match else None
+
+
+_ERROR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*|[1-5][0-9][0-9]")
+
+
+def _error_type(error_type, failed: bool):
+    """(``error.type`` label or None, drop or None) of a span."""
+    if error_type is None or error_type == "":
+        return (ERROR_OTHER if failed else None), None
+    if error_type.__class__ is str and error_type.startswith("<class '") and error_type.endswith("'>"):
+        error_type = error_type[8:-2]  # str() of a class
+    label, reason = error_label(error_type)
+    return label, (None if reason is None else ("error_type", reason))
+
+
+def _with(drops, drop):
+    return drops if drop is None else (drops or []) + [drop]
+
+
+def error_label(error_type) -> tuple[str, str | None]:
+    """(``error.type`` label, drop reason or None) by the rule above."""
+    if error_type.__class__ is not str:
+        if isinstance(error_type, int) and not isinstance(error_type, bool) and 100 <= error_type <= 599:
+            return str(error_type), None
+        return ERROR_OTHER, "wrong_type"
+    if len(error_type) <= MAX_LABEL_LENGTH and _ERROR_NAME.fullmatch(error_type):
+        return error_type, None
+    return ERROR_OTHER, "free_text"
+
+
+def key(value):
+    """``value`` as kept in memory: long strings become a hash of them (bounded memory)."""
+    if value.__class__ is str and len(value) > MAX_KEY_LENGTH:
+        return hash(value)
+    return value
 
 
 def exception_type(events) -> str | None:
@@ -352,9 +536,10 @@ def outcome(error_type, failed: bool) -> tuple[str, str | None]:
         if not failed:
             return STATUS_SUCCESS, None
         return STATUS_ERROR, ERROR_OTHER
-    if error_type.__class__ is not str:
-        error_type = str(error_type)
-    return status_of(error_type), error_type
+    label, _ = error_label(error_type)
+    if label == ERROR_OTHER and error_type.__class__ is str and is_timeout(error_type):
+        return STATUS_TIMEOUT, label  # free text that says timeout is still a timeout
+    return status_of(label), label
 
 
 def error_type_of(exc: BaseException) -> str:

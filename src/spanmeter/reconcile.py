@@ -1,0 +1,351 @@
+"""Reconciliation: which ended inference spans are one LLM call. The one place that decides it.
+
+Ended spans wait here ``window`` seconds (1 by default) before they are aggregated, in the
+order they ended; identity is decided while they wait. Rules (stated once here and in the
+README):
+
+1. **Nested**: an inference span that encloses others (a framework's LLM span around an SDK
+   instrumentation's span, in one trace) is the same call seen twice. The enclosed spans,
+   closest to the wire, are the calls; the enclosing one adds no call and no duration, and
+   adds only token types none of them reported (all its tokens and its cost when none of
+   them had usage).
+2. **Side by side**: two inference spans from *different instrumentation scopes* that
+   overlap in time and describe the same request are one call, in one trace or two
+   (OpenInference's LangChain tracer and the anthropic SDK's stream helper detach their
+   context). The same request means: the same response id wherever it is carried
+   (``gen_ai.response.id``, or the id inside OpenInference's ``output.value``); else the
+   same model family and identical input and output tokens; else, when one of them has no
+   usage, the same model family. The span inside the other's time (else the one with more
+   token types) supplies tokens and duration, the other fills token types it lacks; the one
+   inside an agent run supplies the agent. Pairing is one to one, never two spans of one
+   scope: N concurrent identical calls seen by two instrumentations are N calls.
+3. **Usage after the call** (Logfire): a streamed call's span ends without usage; a
+   zero-duration log span of the same scope and trace brings usage and response id when the
+   stream ends. It completes the oldest such call of its model, even after that call was
+   aggregated (then only its tokens and cost are added, up to ``await_seconds`` later); a
+   call whose usage never comes is counted without usage then. A usage span that matches no
+   call is a call of its own.
+
+Memory is bounded: at most ``max_entries`` spans wait (older ones are released early), and
+ids are kept by :func:`spanmeter.conventions.key`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from spanmeter import conventions as c
+
+_INFERENCE = c.KIND_INFERENCE
+_NO_TOKENS = (None, None, None, None, None)
+#: Roles of a released entry besides a plain span.
+LATE_USAGE = 1  # usage (and cost) of a call aggregated earlier; ``target`` is that call
+NO_USAGE = 2  # a call that waited for its usage in vain: count it without usage
+
+
+class Entry:
+    """One ended span waiting for aggregation."""
+
+    __slots__ = ("record", "node", "scope", "trace_id", "span_id", "start", "end", "attrs", "content", "arrival",
+                 "dead", "paired", "wrapper", "outers", "role", "target", "call", "tokens", "price_it",
+                 "no_usage", "agent", "completed", "keys", "deadline")  # fmt: skip
+
+    def __init__(self, record, node, scope, trace_id, span_id, start, end, attrs, content=None):
+        self.record = record
+        self.node = node
+        self.scope = scope
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.start = start
+        self.end = end
+        self.attrs = attrs
+        self.content = content
+        self.arrival = 0.0
+        self.dead = False
+        self.paired = False
+        self.wrapper = False
+        self.outers = ()
+        self.role = 0
+        self.target = None
+        self.call = True
+        self.tokens = _NO_TOKENS
+        self.price_it = True
+        self.no_usage = 0
+        self.agent = None
+        self.completed = False
+        self.keys = None
+        self.deadline = 0.0
+
+
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest|-v\d+(:\d+)?)$")
+
+
+def family(model) -> str | None:
+    """A model name without provider prefix and date or version suffix, for matching."""
+    if model.__class__ is not str or not model:
+        return None
+    name = model.rsplit("/", 1)[-1].lower()
+    for _ in range(2):
+        stripped = _DATE_SUFFIX.sub("", name)
+        if stripped == name:
+            break
+        name = stripped
+    return name
+
+
+def _has_usage(record) -> bool:
+    return record.input is not None or record.output is not None
+
+
+def _inside(a: Entry, b: Entry) -> bool:
+    return b.start <= a.start and a.end <= b.end
+
+
+def _overlap(a: Entry, b: Entry) -> bool:
+    return (a.start.__class__ is int and a.end.__class__ is int and b.start.__class__ is int
+            and b.end.__class__ is int and a.start <= b.end and b.start <= a.end)  # fmt: skip
+
+
+def _mask(tokens) -> int:
+    i, o, cr, cw, rs = tokens
+    return ((i is not None) | (o is not None) << 1 | (cr is not None) << 2 | (cw is not None) << 3
+            | (rs is not None) << 4)  # fmt: skip
+
+
+class Reconciler:
+    """Holds ended spans for ``window`` seconds and decides which are one call (rules above).
+
+    Not thread-safe: one aggregating thread at a time uses it.
+    """
+
+    def __init__(self, window: float = 1.0, await_seconds: float = 600.0, max_entries: int = 100_000):
+        self.window = window
+        self.await_seconds = await_seconds
+        self.max_entries = max_entries
+        self._held: deque[Entry] = deque()
+        self._by_id: dict = {}  # response id -> entry
+        self._by_usage: dict = {}  # (family, input, output) -> {id(entry): entry}
+        self._by_family: dict = {}  # family -> {id(entry): entry}, every unpaired call
+        self._usageless: dict = {}  # family -> {id(entry): entry}, those without usage
+        self._enclosing: set = set()  # ids of inference spans that enclose a call (rule 1)
+        self._wrappers: dict = {}  # enclosing span id -> [calls, token types seen (bits), calls without usage]
+        self._awaiting: dict = {}  # (trace id, scope) -> deque of calls waiting for their usage (rule 3)
+        self._late: deque[Entry] = deque()  # aggregated calls still waiting for their usage
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    # --- arrival ---------------------------------------------------------------------------
+    def add(self, entry: Entry, now: float) -> None:
+        entry.arrival = now
+        record = entry.record
+        if record.kind == _INFERENCE:
+            node = entry.node
+            outer = node[2] if node is not None else None
+            if outer is not None:
+                self._enclosing.add(outer)
+                entry.outers = (outer,)
+            if entry.span_id in self._enclosing:
+                self._enclosing.discard(entry.span_id)
+                entry.wrapper = True
+            elif record.usage_only:
+                if self._complete(entry):
+                    return
+            elif record.awaits_usage:
+                self._awaiting.setdefault((entry.trace_id, entry.scope), deque()).append(entry)
+            elif self._pair(entry):
+                return
+            if len(self._enclosing) > self.max_entries:  # enclosing spans that never ended
+                self._enclosing.clear()
+        self._held.append(entry)
+
+    def _pair(self, e: Entry) -> bool:
+        """Rule 2: merge ``e`` into a waiting span of the same call; True when it was."""
+        record = e.record
+        keys = []
+        rid = record.response_id
+        if rid.__class__ is str and rid:
+            k = c.key(rid)
+            p = self._by_id.get(k)
+            if p is not None and self._fits(p, e):
+                self._merge(p, e)
+                return True
+            if p is None or p.dead or p.paired:
+                self._by_id[k] = e
+                keys.append((self._by_id, k, None))
+        fam = family(record.model) or family(record.response_model)
+        if fam is not None:
+            if _has_usage(record):
+                ukey = (fam, record.input, record.output)
+                for p in self._by_usage.get(ukey, {}).values():
+                    if self._fits(p, e):
+                        self._merge(p, e)
+                        return True
+                for p in self._usageless.get(fam, {}).values():
+                    if self._fits(p, e):
+                        self._merge(p, e)
+                        return True
+                self._by_usage.setdefault(ukey, {})[id(e)] = e
+                keys.append((self._by_usage, ukey, id(e)))
+            else:
+                for p in self._by_family.get(fam, {}).values():
+                    if self._fits(p, e):
+                        self._merge(p, e)
+                        return True
+                self._usageless.setdefault(fam, {})[id(e)] = e
+                keys.append((self._usageless, fam, id(e)))
+            self._by_family.setdefault(fam, {})[id(e)] = e
+            keys.append((self._by_family, fam, id(e)))
+        e.keys = keys
+        return False
+
+    @staticmethod
+    def _fits(p: Entry, e: Entry) -> bool:
+        return (p is not e and not p.dead and not p.paired and not p.wrapper and p.scope != e.scope
+                and p.record.kind == _INFERENCE and _overlap(p, e))  # fmt: skip
+
+    @staticmethod
+    def _merge(p: Entry, e: Entry) -> None:
+        """``e`` and the waiting ``p`` are one call: ``p`` carries it on, ``e`` is dropped."""
+        if _inside(e, p) and not _inside(p, e):
+            inner, outer = e, p
+        elif _inside(p, e) and not _inside(e, p):
+            inner, outer = p, e
+        else:  # neither inside the other: the one that reported more token types
+            inner, outer = (e, p) if _mask(e.record.tokens).bit_count() > _mask(p.record.tokens).bit_count() else (p, e)
+        a, b = inner.record, outer.record
+        tokens = [x if x is not None else y for x, y in zip(a.tokens, b.tokens)]
+        merged = a._replace(
+            agent=a.agent if a.agent is not None else b.agent,
+            named=a.named or b.named,
+            model=a.model or b.model,
+            response_model=a.response_model or b.response_model,
+            provider=a.provider or b.provider,
+            error_type=a.error_type or b.error_type,
+            response_id=a.response_id or b.response_id,
+            input=tokens[0], output=tokens[1], cache_read=tokens[2], cache_write=tokens[3], reasoning=tokens[4],
+            drops=(a.drops or []) + (b.drops or []) or None,
+            time_to_first_chunk=a.time_to_first_chunk if a.time_to_first_chunk is not None else b.time_to_first_chunk,
+        )  # fmt: skip
+        node = outer.node if outer.node is not None and outer.node[0] is not None else inner.node
+        p.record = merged
+        p.node = node if node is not None else outer.node
+        p.start, p.end, p.attrs = inner.start, inner.end, inner.attrs
+        p.outers = p.outers + e.outers
+        p.paired = True
+        e.dead = True
+
+    def _complete(self, e: Entry) -> bool:
+        """Rule 3: ``e`` carries the usage of a streamed call; True when a waiting call took it."""
+        fam = family(e.record.model) or family(e.record.response_model)
+        queue = self._awaiting.get((e.trace_id, e.scope))
+        if queue:
+            for p in queue:
+                if not p.completed and not p.dead and self._same_model(p, fam) and p.start <= e.end:
+                    p.completed = True
+                    u = e.record
+                    p.record = p.record._replace(
+                        input=u.input, output=u.output, cache_read=u.cache_read, cache_write=u.cache_write,
+                        reasoning=u.reasoning, response_id=u.response_id or p.record.response_id,
+                        response_model=p.record.response_model or u.response_model, awaits_usage=False,
+                        drops=(p.record.drops or []) + (u.drops or []) or None,
+                    )  # fmt: skip
+                    if e.end.__class__ is int and p.end.__class__ is int and e.end > p.end:
+                        p.end = e.end  # the call lasted until its stream ended
+                    queue.remove(p)
+                    return True
+        for p in self._late:
+            if (not p.completed and p.trace_id == e.trace_id and p.scope == e.scope and self._same_model(p, fam)
+                    and p.start <= e.end):  # fmt: skip
+                p.completed = True
+                e.role = LATE_USAGE
+                e.target = p
+                return False
+        return False
+
+    @staticmethod
+    def _same_model(p: Entry, fam) -> bool:
+        other = family(p.record.model) or family(p.record.response_model)
+        return fam is None or other is None or fam == other
+
+    # --- release ----------------------------------------------------------------------------
+    def release(self, now: float, flush: bool = False) -> list[Entry]:
+        """The spans whose wait is over (all with ``flush``), decided, in the order they ended."""
+        cutoff = now - self.window
+        held = self._held
+        out = []
+        while held and (flush or held[0].arrival <= cutoff or len(held) > self.max_entries):
+            e = held.popleft()
+            self._unindex(e)
+            if e.dead:
+                continue
+            if e.record.kind == _INFERENCE and e.role == 0:
+                self._settle(e, now)
+            out.append(e)
+        late = self._late
+        while late and (flush or late[0].deadline <= now or len(late) > self.max_entries):
+            e = late.popleft()
+            if not e.completed:
+                e.role = NO_USAGE
+                out.append(e)
+        return out
+
+    def _unindex(self, e: Entry) -> None:
+        if e.keys:
+            for table, k, ident in e.keys:
+                if ident is None:
+                    if table.get(k) is e:
+                        del table[k]
+                else:
+                    bucket = table.get(k)
+                    if bucket is not None:
+                        bucket.pop(ident, None)
+                        if not bucket:
+                            del table[k]
+            e.keys = None
+        if e.record.awaits_usage and not e.completed:
+            queue = self._awaiting.get((e.trace_id, e.scope))
+            if queue is not None:
+                try:
+                    queue.remove(e)
+                except ValueError:
+                    pass
+                if not queue:
+                    del self._awaiting[(e.trace_id, e.scope)]
+
+    def _settle(self, e: Entry, now: float) -> None:
+        """Rule 1, and what a call without usage counts."""
+        tokens = e.record.tokens
+        has_usage = tokens[0] is not None or tokens[1] is not None
+        if e.wrapper:
+            nested = self._wrappers.pop(e.span_id, None)
+            if nested is not None:
+                e.call = False
+                e.price_it = has_usage
+                if nested[1] & 3:  # the enclosed calls counted the tokens and cost
+                    mask = nested[1]
+                    tokens = tuple(None if mask & (1 << n) else v for n, v in enumerate(tokens))
+                    e.price_it = False
+                elif not has_usage and nested[2]:
+                    e.no_usage = nested[2]
+                e.tokens = tokens
+                return
+        e.tokens = tokens
+        if e.outers:
+            for outer in e.outers:
+                nested = self._wrappers.get(outer)
+                if nested is None:
+                    nested = self._wrappers[outer] = [0, 0, 0]
+                nested[0] += 1
+                nested[1] |= _mask(tokens)
+                if not has_usage:
+                    nested[2] += 1
+            if len(self._wrappers) > self.max_entries:  # enclosing spans that never ended
+                self._wrappers.clear()
+        elif not has_usage:
+            if e.record.awaits_usage and not e.completed:
+                e.deadline = now + self.await_seconds
+                self._late.append(e)
+            else:
+                e.no_usage = 1
