@@ -25,6 +25,7 @@ def _meter(**kwargs):
     meter = spanmeter.setup(port=0, registry=CollectorRegistry(), tracer_provider=TracerProvider(), **kwargs)
     with meter.agent_run("chaos"):
         pass
+    meter.state.flush()  # aggregate now rather than after reconciliation's window
     return meter
 
 

@@ -48,6 +48,7 @@ _CYCLES = textwrap.dedent(
     late.add(2)
     with spanmeter.agent_run("support"), spanmeter.tool_call("search"):
         pass
+    spanmeter.current().state.flush()
     samples = {(s.name, s.labels.get("tool_name")): s.value
                for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
     processors = trace.get_tracer_provider()._active_span_processor._span_processors

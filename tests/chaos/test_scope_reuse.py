@@ -49,6 +49,7 @@ def test_one_tool_scope_shared_by_two_tasks_keeps_each_tasks_span():
         asyncio.run(main())
         with meter.agent_run("support"), SEARCH:  # a later use, outside the tasks
             pass
+        meter.state.flush()
         scrape = Scrape(generate_latest(registry).decode())
     finally:
         meter.shutdown()
@@ -80,6 +81,7 @@ def test_one_scope_shared_by_threads_and_reentered_recursively():
             t.start()
         for t in threads:
             t.join(10)
+        meter.state.flush()
         scrape = Scrape(generate_latest(registry).decode())
     finally:
         meter.shutdown()
