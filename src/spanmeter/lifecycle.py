@@ -1,22 +1,16 @@
-"""Attaching to a tracer provider and stopping within a deadline.
-
-- :class:`ProcessorSlot`: the OpenTelemetry SDK cannot remove a span processor, so
-  spanmeter adds one slot per tracer provider, once, and attaches and detaches its
-  processors there: any number of configure/shutdown cycles leave one processor on it.
-- :func:`within`: run a blocking step (network flushes) in a helper thread and stop
-  waiting at a deadline, so a silent Collector cannot hold ``shutdown()`` or the exit.
+"""Attaching to a tracer provider: the OpenTelemetry SDK cannot remove a span processor,
+so spanmeter adds one :class:`ProcessorSlot` per tracer provider, once, and attaches and
+detaches its processors there: any number of configure/shutdown cycles leave one
+processor on it.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
 
 from opentelemetry.sdk.trace import SpanProcessor
-
-_log = logging.getLogger("spanmeter")
 
 
 def _ignore(*args, **kwargs) -> None:
@@ -95,19 +89,3 @@ def slot_of(tracer_provider) -> ProcessorSlot:
             slot = _slots[tracer_provider] = ProcessorSlot()
             tracer_provider.add_span_processor(slot)
         return slot
-
-
-def within(seconds: float, step, name: str = "spanmeter-shutdown") -> bool:
-    """Run ``step()`` in a daemon thread and wait for it at most ``seconds``; True when it
-    finished. A step still blocked (on a socket, say) is left to finish on its own."""
-
-    def run() -> None:
-        try:
-            step()
-        except Exception:  # deliberate: a failed flush is logged, shutdown goes on
-            _log.warning("spanmeter: %s failed", name, exc_info=True)
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    thread.join(max(0.0, seconds))
-    return not thread.is_alive()

@@ -39,6 +39,7 @@ import importlib.util
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -256,6 +257,15 @@ class SpanExportProcessor(BatchSpanProcessor):
         if not self._fork.inherited:
             super().on_end(span)
 
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Export what is queued (in the processor's own worker thread) and stop, waiting
+        ``timeout_millis`` at most; the SDK's ``shutdown()`` takes no timeout (30 s)."""
+        batch = getattr(self, "_batch_processor", None)  # the SDK's worker, behind BatchSpanProcessor
+        if batch is None:
+            super().shutdown()
+        else:
+            batch.shutdown(timeout_millis=int(timeout_millis))
+
 
 # --- counting what was not sent ---------------------------------------------------------
 class _Counted:
@@ -396,22 +406,16 @@ class Push:
         self.reader.force_flush(timeout_millis)
 
     def stop(self, timeout_millis: float) -> None:
-        """The last exports (the spans, and the metrics by the reader's final collection, side
-        by side so one cannot starve the other), then stop both, within ``timeout_millis``."""
+        """The last exports, then stop, within ``timeout_millis``: the spans get half of it,
+        the metrics (the reader's final collection) what is left. Each export runs in its
+        exporter's own thread, which is waited for until its share ends, never longer (no
+        thread is started here: Python 3.12 forbids that in an exit hook)."""
         if self.inherited:
             return
-        spans = None
+        deadline = time.monotonic() + timeout_millis / 1000
         if self.span_processor is not None:
-            spans = threading.Thread(target=self._stop_spans, name="spanmeter-span-flush", daemon=True)
-            spans.start()
-        self.reader.shutdown(timeout_millis=timeout_millis)
-        if spans is not None:
-            spans.join(timeout_millis / 1000)
-
-    def _stop_spans(self) -> None:
-        if self.span_processor is not None:
-            self.span_processor.force_flush()
-            self.span_processor.shutdown()
+            self.span_processor.shutdown(timeout_millis / 2)
+        self.reader.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
 
     def abandon(self) -> dict[str, int]:
         """At the end of shutdown: count the requests still in flight as not sent and stop

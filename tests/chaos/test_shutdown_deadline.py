@@ -110,7 +110,7 @@ def test_a_reachable_collector_gets_everything_and_nothing_counts_as_lost(caplog
 
 _CHILD = textwrap.dedent(
     """
-    import atexit, json, sys, time
+    import atexit, json, sys, threading, time
     marks = {}
     atexit.register(lambda: print(json.dumps({"exit": time.monotonic() - marks["end"]}), flush=True))  # runs last
     import spanmeter
@@ -118,6 +118,12 @@ _CHILD = textwrap.dedent(
                         shutdown_timeout_seconds=float(sys.argv[2]))
     with spanmeter.agent_run("support"), spanmeter.tool_call("search"):
         pass
+
+    def refuse_new_threads():  # as Python 3.12 does in exit hooks; runs before spanmeter's
+        def start(self):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        threading.Thread.start = start
+    atexit.register(refuse_new_threads)
     marks["end"] = time.monotonic()
     """
 )
