@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import pydoc
+import re
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,9 +111,10 @@ def test_joins_a_meter_provider_the_app_already_has():
 
 
 def test_configure_is_idempotent_until_shutdown():
-    first = spanmeter.configure(port=0, registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    first = spanmeter.configure(port=0, registry=registry)
     try:
-        assert spanmeter.configure(port=0, registry=CollectorRegistry()) is first
+        assert spanmeter.configure(port=0, registry=registry) is first
         assert spanmeter.current() is first
     finally:
         spanmeter.shutdown()
@@ -125,3 +130,31 @@ def test_recording_before_configure_is_a_no_op():
     assert spanmeter.current() is None
     spanmeter.record_quality("a", "relevance", 0.5)
     spanmeter.record_conversation("a", turns=2)
+
+
+def test_configure_has_setups_explicit_typed_signature():
+    configure, setup = inspect.signature(spanmeter.configure), inspect.signature(spanmeter.setup)
+    assert configure.parameters == setup.parameters  # one definition, shown by help() and IDEs
+    assert "shutdown_timeout_seconds" in configure.parameters and "evaluator" in configure.parameters
+    untyped = [n for n, p in configure.parameters.items() if p.annotation is inspect.Parameter.empty]
+    assert untyped == []
+    assert "basic_auth" in pydoc.render_doc(spanmeter.configure)
+
+
+def test_readme_settings_tables_list_every_configure_argument():
+    # The tables headed "| setting | argument | environment | default |" (configure's, and
+    # the OTLP push one) name each argument as `name=...` in their argument column.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented: set[str] = set()
+    in_table = False
+    for line in readme.splitlines():
+        if line.startswith("| setting | argument |"):
+            in_table = True
+        elif in_table and line.startswith("|"):
+            argument_column = line.split("|")[2]
+            documented |= set(re.findall(r"`(\w+)=", argument_column))
+        else:
+            in_table = False
+    missing = set(inspect.signature(spanmeter.configure).parameters) - documented
+    assert missing == set(), f"add a row to the README's configure table for {sorted(missing)}"
+    assert documented <= set(inspect.signature(spanmeter.configure).parameters)

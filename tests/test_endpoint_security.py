@@ -60,6 +60,7 @@ def _meter(**kwargs):
     meter = spanmeter.setup(port=0, registry=CollectorRegistry(), tracer_provider=TracerProvider(), **kwargs)
     with meter.agent_run("secure"):
         pass
+    meter.state.flush()
     return meter
 
 

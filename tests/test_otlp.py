@@ -129,6 +129,7 @@ def test_beside_the_prometheus_endpoint_both_show_the_same_numbers(receiver):
                             otlp_endpoint=receiver.url, otlp_interval_seconds=HOUR)  # fmt: skip
     try:
         workload.run(2, failing_tools=1, api=meter)
+        meter.state.flush()
         scrape = Scrape(httpx.get(meter.metrics_url, timeout=10).text)
     finally:
         meter.shutdown()

@@ -399,6 +399,7 @@ class State:
             "open_conversations": Table("open_conversations", ValueSeries),
             "price_sources": Table("price_sources", CountSeries),
             "price_catalogue": Table("price_catalogue", InfoSeries),
+            "otlp_failures": Table("otlp_failures", CountSeries),
         }
         # Zero-valued health series exist from the start so alerts on them can fire.
         self.count_locked("faults", (), 0)

@@ -43,6 +43,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "open_conversations": (),
     "price_sources": ("source",),
     "price_catalogue": ("catalogue", "version"),
+    "otlp_failures": ("signal",),
 }
 
 # --- buckets ---------------------------------------------------------------------------
@@ -273,6 +274,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("spanmeter_open_spans_evicted", COUNTER, "{span}",
                "Open spans forgotten because too many were open at once (runs that never end).",
                "evictions", "count", (), family="self"),
+    MetricSpec("spanmeter_otlp_failed_exports", COUNTER, "{request}",
+               "OTLP export requests that failed or were still in flight at the shutdown deadline, "
+               "by signal (metrics, spans). A failed span request loses its spans; metric points are "
+               "cumulative and go with the next push.",
+               "otlp_failures", "count", (("signal", "signal"),), family="self"),
 )  # fmt: skip
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

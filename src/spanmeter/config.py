@@ -8,28 +8,39 @@ default. Settings:
   ``Resource.create``) > ``unknown_service``;
 - endpoint: ``host``/``port`` > ``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT`` >
   ``127.0.0.1:9464``. The default host is loopback, not the exporter's ``localhost``:
-  expose the endpoint beyond this machine only by asking for it.
+  expose the endpoint beyond this machine only by asking for it;
+- shutdown deadline: ``shutdown_timeout_seconds`` > 5 s, for every step of ``shutdown()``
+  together, and for the exit of a process that never called it (see ``Spanmeter.shutdown``).
 
-:func:`setup` builds a :class:`Spanmeter` and touches no global state (tests use it
-with their own providers and registry); :func:`configure` is the once-per-process
-call that also joins or installs the global tracer and meter providers, and is
-idempotent until :func:`shutdown`.
+:func:`setup` builds a :class:`Spanmeter` and touches no global state but an exit hook
+that stops it within its deadline (tests use it with their own providers and registry);
+:func:`configure` is the once-per-process call that also joins or installs the global
+tracer and meter providers; called again it returns the running instance for the same
+arguments and refuses different ones until :func:`shutdown`.
 """
 
 from __future__ import annotations
 
+import atexit
+import inspect
 import logging
 import os
 import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from spanmeter import __version__
 from spanmeter import endpoint as _endpoint
+from spanmeter import lifecycle as _lifecycle
 from spanmeter import otlp as _otlp
 from spanmeter.aggregate import DEFAULT_LABEL_LIMITS, State
 from spanmeter.errors import ConfigurationError
@@ -43,6 +54,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
 ENV_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
 ENV_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
+#: Seconds ``shutdown()`` (and the exit of a process that never called it) may take in all.
+#: Below the grace periods of the servers that stop an app: gunicorn's ``graceful_timeout``
+#: and Kubernetes' ``terminationGracePeriodSeconds`` are 30 s each.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 
 def _port(value, source: str) -> int:
@@ -90,8 +105,10 @@ class Spanmeter:
     """
 
     def __init__(self, *, tracer_provider, meter_provider, processor, reader, server, owns_meter_provider,
-                 push=None, evaluator=None, tls=False):  # fmt: skip
+                 push=None, evaluator=None, tls=False, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+                 resource: Resource | None = None):  # fmt: skip
         self.tracer_provider = tracer_provider
+        self.resource = resource  # the identity spanmeter's metrics are exported under
         self.meter_provider = meter_provider
         self.processor = processor
         self.reader = reader  # the Prometheus reader, None with prometheus=False
@@ -100,8 +117,14 @@ class Spanmeter:
         self._server = server
         self._tls = tls
         self._owns_meter_provider = owns_meter_provider
+        self.shutdown_timeout = shutdown_timeout
         self._closed = False
         self.pid = os.getpid()
+        self._slot = _lifecycle.slot_of(tracer_provider)
+        self._slot.attach(processor, push and push.span_processor)
+        # Runs before the SDK providers' own exit hooks (registered earlier): the exit of a
+        # process that never called shutdown() is bounded by the same deadline.
+        atexit.register(self.shutdown)
 
     @property
     def state(self):
@@ -149,36 +172,54 @@ class Spanmeter:
     def end_conversation(self, conversation_id: str, *, escalated: bool = False) -> bool:
         return self.processor.end_conversation(conversation_id, escalated=escalated)
 
-    def shutdown(self) -> None:
-        """Flush, stop the endpoint and detach from the providers. Safe to call twice."""
+    def shutdown(self, timeout_seconds: float | None = None) -> bool:
+        """Flush, stop the endpoint and detach from the providers, in ``timeout_seconds`` at
+        most (default: ``shutdown_timeout_seconds``); False when something could not be sent
+        in time (counted and logged). Safe to call twice."""
         if self._closed:
-            return
+            return True
         self._closed = True
+        atexit.unregister(self.shutdown)
+        budget = self.shutdown_timeout if timeout_seconds is None else float(timeout_seconds)
+        deadline = time.monotonic() + budget
+        self._slot.detach(self.processor, self.push and self.push.span_processor)
         if self.pid != os.getpid():
             # Inherited through fork: release this process's copies only (the serving
             # thread and the export connections belong to the parent).
             self.processor.shutdown()
             if self._server is not None:
                 self._server.server_close()
-            return
-        if self.evaluator is not None:
-            self.evaluator.shutdown()
-        if self.push is not None:
-            self.push.flush()
-        self.processor.shutdown()
-        if self.processor.pricer is not None:
-            self.processor.pricer.stop()
+            return True
+        if self.evaluator is not None:  # half the budget at most: the push needs the rest
+            self.evaluator.shutdown(max(0.0, deadline - time.monotonic()) / 2)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        if self._owns_meter_provider:
-            self.meter_provider.shutdown()
-        else:
-            for reader in (self.reader, self.push and self.push.reader):
-                if reader is not None:
-                    self.meter_provider.remove_metric_reader(reader)
+        self.processor.shutdown()
+        if self.processor.pricer is not None:
+            self.processor.pricer.stop()
+        # The network steps wait on the exporters' own threads, each until its share of the
+        # deadline; an export still in flight then is left behind (and counted as not sent).
         if self.push is not None:
-            self.push.shutdown()
+            self.push.stop(max(0.0, deadline - time.monotonic()) * 1000)
+        for reader in (self.reader, self.push and self.push.reader):
+            if reader is not None:
+                self.meter_provider.remove_metric_reader(reader)
+        if self._owns_meter_provider:
+            self.meter_provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+        if self.push is None:
+            return True
+        failures = self.push.abandon()  # what is still in flight now is lost too
+        if not any(failures.values()):
+            return True
+        _log.warning(  # the one log line about what was lost
+            "spanmeter shutdown (shutdown_timeout_seconds=%g): OTLP export requests not sent: %s (Collector at %s "
+            "unreachable or not answering; counted in spanmeter_otlp_failed_exports_total)",
+            budget,
+            ", ".join(f"{n} {signal}" for signal, n in failures.items()),
+            self.push.settings.endpoint or "the default endpoint",
+        )
+        return False
 
 
 def setup(
@@ -189,27 +230,28 @@ def setup(
     start_server: bool = True,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
-    registry=None,
+    registry: CollectorRegistry | None = None,
     resource: Resource | None = None,
-    label_limits: dict[str, int] | None = None,
+    label_limits: Mapping[str, int] | None = None,
     sdk_cardinality_limit: int = SDK_CARDINALITY_LIMIT,
     max_open_spans: int = 100_000,
     quality_window_seconds: float = 3600.0,
     escalation_window_seconds: float = 3600.0,
-    prices=None,
+    prices: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     price_catalogue: bool = True,
     update_prices: bool = False,
     update_prices_url: str | None = None,
-    evaluator=None,
+    evaluator: Evaluator | None = None,
     conversation_idle_seconds: float = 1800.0,
     max_open_conversations: int = 100_000,
+    shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT,
     # OTLP push, see spanmeter.otlp
     prometheus: bool = True,
     otlp: bool = False,
     otlp_endpoint: str | None = None,
     otlp_protocol: str | None = None,
     otlp_interval_seconds: float | None = None,
-    otlp_headers: dict[str, str] | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
     otlp_spans: bool = False,
     # securing the endpoint, see spanmeter.endpoint
     tls_certfile: str | None = None,
@@ -233,6 +275,8 @@ def setup(
     ``evaluator``: a :class:`spanmeter.quality.Evaluator` that scores sampled runs in the
     background. ``conversation_idle_seconds``: a conversation followed by
     ``gen_ai.conversation.id`` ends after this long without a turn.
+    ``shutdown_timeout_seconds``: what ``shutdown()`` (or the exit without it) may take in
+    all, shared by every step; what is not sent by then is counted and logged.
     ``prometheus=False`` leaves the Prometheus reader out (OTLP push alone).
     ``otlp=True`` pushes by OTLP on an interval (:mod:`spanmeter.otlp` for the ``otlp_*``
     options and their ``OTEL_EXPORTER_OTLP_*`` variables); ``otlp_spans=True`` exports the
@@ -257,22 +301,24 @@ def setup(
         raise ConfigurationError("tls_keyfile and tls_client_cafile need tls_certfile")
     if basic_auth is not None:
         basic_auth = _endpoint.check_credentials(basic_auth)
+        if host is not None:
+            _endpoint.warn_plain_credentials(host, tls, basic_auth)
     limits = _check_label_limits(label_limits)
     check_joinable(meter_provider)
     if not isinstance(sdk_cardinality_limit, int) or isinstance(sdk_cardinality_limit, bool) or sdk_cardinality_limit < 1:
         raise ConfigurationError(f"sdk_cardinality_limit must be an int >= 1, got {sdk_cardinality_limit!r}")
     for name, value in (("quality_window_seconds", quality_window_seconds),
                         ("escalation_window_seconds", escalation_window_seconds),
-                        ("conversation_idle_seconds", conversation_idle_seconds)):  # fmt: skip
-        if not isinstance(value, (int, float)) or not value > 0:
+                        ("conversation_idle_seconds", conversation_idle_seconds),
+                        ("shutdown_timeout_seconds", shutdown_timeout_seconds)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
             raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
     if not isinstance(max_open_conversations, int) or max_open_conversations < 1:
         raise ConfigurationError(f"max_open_conversations must be an int >= 1, got {max_open_conversations!r}")
     if evaluator is not None and not isinstance(evaluator, Evaluator):
         raise ConfigurationError(f"evaluator must be a spanmeter.quality.Evaluator, got {evaluator!r}")
     if resource is None:
-        base = tracer_provider.resource if tracer_provider is not None else Resource.create()
-        resource = base.merge(Resource({"service.name": service_name})) if service_name else base
+        resource = _resource(service_name, tracer_provider)
     if push_settings is not None:
         resource = _otlp.instance_resource(resource)
 
@@ -290,7 +336,6 @@ def setup(
     processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer, evaluator=evaluator)
     if tracer_provider is None:
         tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(processor)
 
     reader = (PrometheusReader(state=state, resource=resource, registry=registry, cardinality_limit=sdk_cardinality_limit)
               if prometheus else None)  # fmt: skip
@@ -298,13 +343,11 @@ def setup(
             if push_settings is not None else None)  # fmt: skip
     readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None
-    if owns:
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    else:
-        for r in readers:
-            meter_provider.add_metric_reader(r)
-    if push is not None and push.span_processor is not None:
-        tracer_provider.add_span_processor(push.span_processor)
+    if meter_provider is None:
+        # spanmeter's exit hook stops it within the shutdown deadline, not the SDK's (30 s)
+        meter_provider = MeterProvider(resource=resource, shutdown_on_exit=False)
+    for r in readers:
+        meter_provider.add_metric_reader(r)
     _register_info(meter_provider)
 
     server = None
@@ -314,11 +357,10 @@ def setup(
         try:
             server = _endpoint.serve(registry or REGISTRY, host, port, tls=tls, auth=basic_auth)
         except OSError as exc:
+            for r in readers:
+                meter_provider.remove_metric_reader(r)
             if owns:
                 meter_provider.shutdown()
-            else:
-                for r in readers:
-                    meter_provider.remove_metric_reader(r)
             processor.shutdown()
             pricer.stop()
             if push is not None:
@@ -341,11 +383,25 @@ def setup(
         push=push,
         evaluator=evaluator,
         tls=tls is not None,
+        shutdown_timeout=float(shutdown_timeout_seconds),
+        resource=resource,
     )
 
 
+def _resource(service_name: str | None, tracer_provider) -> Resource:
+    base = tracer_provider.resource if tracer_provider is not None else Resource.create()
+    return base.merge(Resource({"service.name": service_name})) if service_name else base
+
+
+_with_info: weakref.WeakSet = weakref.WeakSet()  # meter providers that have spanmeter_info
+
+
 def _register_info(meter_provider) -> None:
-    # A gauge of the SDK's own kind: the reader always has a collection to add to.
+    # A gauge of the SDK's own kind: the reader always has a collection to add to. Once per
+    # provider: a provider kept across configure/shutdown cycles would warn of a duplicate.
+    if meter_provider in _with_info:
+        return
+    _with_info.add(meter_provider)
     meter = meter_provider.get_meter("spanmeter", __version__)
     meter.create_observable_gauge(
         "spanmeter_info",
@@ -357,41 +413,95 @@ def _register_info(meter_provider) -> None:
 # --- the process-wide default -----------------------------------------------------------
 _lock = threading.Lock()
 _default: Spanmeter | None = None
+_default_arguments: dict[str, Any] = {}
+_global_meter_provider: MeterProvider | None = None  # installed by configure, kept for the process
+_global_resource: Resource | None = None  # the resource it was made with
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-def configure(**kwargs) -> Spanmeter:
-    """Set spanmeter up once for this process (see :func:`setup` for the arguments).
+def _arguments_of(source: Callable[_P, Any]) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+    """Give the decorated function the signature of ``source`` (for ``help()``, IDEs and type
+    checkers): one definition of the settings, not two copies."""
+
+    def apply(fn: Callable[..., _R]) -> Callable[_P, _R]:
+        fn.__signature__ = inspect.signature(source).replace(return_annotation=inspect.signature(fn).return_annotation)  # type: ignore[attr-defined]
+        return fn  # type: ignore[return-value]
+
+    return apply
+
+
+def _differences(given: dict[str, Any], running: dict[str, Any]) -> list[str]:
+    signature = inspect.signature(setup)
+    names = sorted(set(given) | set(running))
+    missing = inspect.Parameter.empty
+    return [n for n in names
+            if given.get(n, signature.parameters[n].default if n in signature.parameters else missing)
+            != running.get(n, signature.parameters[n].default if n in signature.parameters else missing)]  # fmt: skip
+
+
+@_arguments_of(setup)
+def configure(**kwargs: Any) -> Spanmeter:
+    """Set spanmeter up once for this process; the arguments are :func:`setup`'s.
 
     Joins the global tracer provider when it is an SDK one (else installs a new one as
-    global), and installs the meter provider as global when none is set. Calling it
-    again returns the running instance unchanged until :func:`shutdown`.
+    global), and installs the meter provider as global when none is set; that provider
+    stays for the process (:func:`shutdown` detaches spanmeter from it, so the app's own
+    instruments keep working). Calling it again with the same arguments returns the
+    running instance; with different ones raises ``ConfigurationError`` naming them
+    (call :func:`shutdown` first). Unknown arguments raise ``TypeError`` like a call to
+    :func:`setup`.
     """
-    global _default
+    global _default, _default_arguments, _global_meter_provider, _global_resource
+    inspect.signature(setup).bind(**kwargs)  # TypeError on an unknown argument, as setup gives
     with _lock:
         if _default is not None:
             if _default.pid == os.getpid():
+                differing = _differences(kwargs, _default_arguments)
+                if differing:
+                    raise ConfigurationError(
+                        f"spanmeter is already configured with other settings ({', '.join(differing)}): "
+                        f"call spanmeter.shutdown() first, or spanmeter.current() for the running instance"
+                    )
                 return _default
             _default.shutdown()  # inherited through fork: this worker gets its own
+        arguments = dict(kwargs)
         if kwargs.get("tracer_provider") is None:
             current = trace.get_tracer_provider()
             if isinstance(current, TracerProvider):
                 kwargs["tracer_provider"] = current
+        if kwargs.get("meter_provider") is None and metrics.get_meter_provider() is _global_meter_provider:
+            # The app may hold instruments of it: join it again, when its identity (resource)
+            # is the one this call asks for.
+            wanted = kwargs.get("resource") or _resource(kwargs.get("service_name"), kwargs.get("tracer_provider"))
+            if kwargs.get("otlp"):
+                wanted = _otlp.instance_resource(wanted)
+            if wanted == _global_resource:
+                kwargs["meter_provider"] = _global_meter_provider
+            else:
+                _log.warning("spanmeter: configured with another identity than before; OpenTelemetry instruments "
+                             "made from the global meter provider before stay on it and are no longer exported")
         instance = setup(**kwargs)
         if trace.get_tracer_provider() is not instance.tracer_provider:
             trace.set_tracer_provider(instance.tracer_provider)
         if not isinstance(metrics.get_meter_provider(), MeterProvider):
             metrics.set_meter_provider(instance.meter_provider)
-        _default = instance
+            _global_meter_provider, _global_resource = instance.meter_provider, instance.resource
+        if instance.meter_provider is _global_meter_provider:
+            instance._owns_meter_provider = False  # shutdown detaches from it, never stops it
+        _default, _default_arguments = instance, arguments
         return instance
 
 
-def shutdown() -> None:
-    """Shut the instance made by :func:`configure` down; ``configure`` may run again."""
-    global _default
+def shutdown(timeout_seconds: float | None = None) -> bool:
+    """Shut the instance made by :func:`configure` down within ``timeout_seconds`` (default:
+    its ``shutdown_timeout_seconds``); ``configure`` may run again. False when something could
+    not be sent in time (counted and logged)."""
+    global _default, _default_arguments
     with _lock:
-        if _default is not None:
-            _default.shutdown()
-            _default = None
+        instance, _default, _default_arguments = _default, None, {}
+    return instance.shutdown(timeout_seconds) if instance is not None else True
 
 
 def current() -> Spanmeter | None:

@@ -10,12 +10,18 @@ qualified class name, or ``timeout`` for a ``TimeoutError`` not named so) and th
 exception event, and still ends, so the measurement is recorded. An exception that is
 not an ``Exception`` (cancellation, ``KeyboardInterrupt``) is recorded the same way.
 A handle's ``fail(error_type)`` marks a failure without an exception.
+
+A scope object may be kept and reused, also concurrently (``SEARCH = tool_call("search")``
+then ``async with SEARCH:`` in several tasks or threads): each entry's span and handle
+live in that entry's context (``contextvars``, through the OpenTelemetry context), so
+tasks never end or mark each other's spans.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Sequence
 
@@ -26,7 +32,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from spanmeter import __version__
 from spanmeter import conventions as c
 
+_log = logging.getLogger("spanmeter")
 _tracers: dict[int, tuple[object, trace.Tracer]] = {}
+#: OpenTelemetry context key of the innermost entry (its handle) of a spanmeter scope.
+_ENTRY = otel_context.create_key("spanmeter-scope-entry")
 
 
 def _tracer(tracer_provider) -> trace.Tracer:
@@ -45,12 +54,14 @@ def _tracer(tracer_provider) -> trace.Tracer:
 class SpanHandle:
     """What the ``as`` of a scope gives: the span, and a way to mark a failure."""
 
-    __slots__ = ("span", "_started", "_error_type")
+    __slots__ = ("span", "_started", "_error_type", "_scope", "_token")
 
     def __init__(self, span):
         self.span = span
         self._started = time.perf_counter()
         self._error_type: str | None = None
+        self._scope = None  # the scope entered, and the token of the context it attached
+        self._token = None
 
     def fail(self, error_type: str = c.ERROR_OTHER, description: str | None = None) -> None:
         """Mark the operation failed (``timeout`` in the type counts as a timeout).
@@ -157,7 +168,7 @@ class ToolCall(SpanHandle):
 class _Scope:
     """One span per use, as ``with``, ``async with`` or decorator."""
 
-    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_evaluator", "_stack")
+    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_evaluator")
 
     def __init__(self, name, kind, attributes, handle_cls, tracer_provider, evaluator=None):
         self._name = name
@@ -166,7 +177,6 @@ class _Scope:
         self._handle_cls = handle_cls
         self._tracer_provider = tracer_provider
         self._evaluator = evaluator
-        self._stack: list = []  # (handle, token) per active entry: a scope may be re-entered
 
     def _fresh(self) -> _Scope:
         return _Scope(
@@ -175,13 +185,19 @@ class _Scope:
 
     def __enter__(self):
         span = _tracer(self._tracer_provider).start_span(self._name, kind=self._kind, attributes=self._attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
         handle = self._handle_cls(span)
-        self._stack.append((handle, token))
+        handle._scope = self
+        # The entry lives in the context it attaches, not on the scope: a scope entered by
+        # two tasks at once finds each task's own entry at exit.
+        handle._token = otel_context.attach(otel_context.set_value(_ENTRY, handle, trace.set_span_in_context(span)))
         return handle
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        handle, token = self._stack.pop()
+        handle = otel_context.get_value(_ENTRY)
+        if handle is None or handle._scope is not self:
+            # Exited in another context than entered, or out of order: nothing of ours to end.
+            _log.warning("spanmeter: %s exited where it was not entered (another task or thread?)", self._name)
+            return
         span = handle.span
         try:
             if exc is not None:
@@ -189,7 +205,7 @@ class _Scope:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
                 span.record_exception(exc)
         finally:
-            otel_context.detach(token)
+            otel_context.detach(handle._token)
             span.end()
             if self._handle_cls is AgentRun and (handle._input is not None or handle._output is not None):
                 self._offer(handle)

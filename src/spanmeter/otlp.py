@@ -23,6 +23,11 @@ Temporality: spanmeter's own points are cumulative, with one start time per proc
 to the SDK's instruments only; a backend that needs delta gets it from the Collector's
 ``cumulativetodelta`` processor.
 
+Failures: every OTLP export request that fails, or that is still in flight when
+``shutdown()``'s deadline passes, counts in ``spanmeter_otlp_failed_exports_total{signal}``
+(a failed span request loses its spans; metric points are cumulative and go with the next
+push). ``shutdown()`` logs what was not sent once.
+
 Fork: initialise in each worker after the fork (:func:`post_fork_hook`). A pipeline
 inherited through ``fork()`` goes quiet in the child, so a worker never pushes under its
 parent's identity.
@@ -33,14 +38,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from spanmeter.export import SDK_CARDINALITY_LIMIT, ProducingReader
 
@@ -166,10 +173,22 @@ def _protocol(argument, signal_env: str, environ) -> str:
 def instance_resource(resource: Resource) -> Resource:
     """``resource`` with a ``service.instance.id`` of this process (unless it has one)
     and the :data:`METERED` marker: the identity that keeps workers' series apart."""
-    extra = {METERED: True}
+    extra: dict[str, str | bool] = {METERED: True}
     if INSTANCE_ID not in resource.attributes:
-        extra[INSTANCE_ID] = str(uuid.uuid4())
+        extra[INSTANCE_ID] = _instance_id()
     return resource.merge(Resource(extra))
+
+
+_instance: tuple[int, str] = (0, "")
+
+
+def _instance_id() -> str:
+    # One per process, kept across configure/shutdown cycles; a forked child gets its own.
+    global _instance
+    pid = os.getpid()
+    if _instance[0] != pid:
+        _instance = (pid, str(uuid.uuid4()))
+    return _instance[1]
 
 
 # --- fork awareness -------------------------------------------------------------------
@@ -219,6 +238,13 @@ class OtlpMetricReader(ProducingReader, PeriodicExportingMetricReader):
             return
         super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
 
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        """The last export, then stop; later calls (``remove_metric_reader`` makes one) do nothing."""
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
+        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
 
 class SpanExportProcessor(BatchSpanProcessor):
     """``BatchSpanProcessor`` that queues nothing in a process forked after it was built."""
@@ -230,6 +256,104 @@ class SpanExportProcessor(BatchSpanProcessor):
     def on_end(self, span) -> None:
         if not self._fork.inherited:
             super().on_end(span)
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Export what is queued (in the processor's own worker thread) and stop, waiting
+        ``timeout_millis`` at most; the SDK's ``shutdown()`` takes no timeout (30 s)."""
+        batch = getattr(self, "_batch_processor", None)  # the SDK's worker, behind BatchSpanProcessor
+        if batch is None:
+            super().shutdown()
+        else:
+            batch.shutdown(timeout_millis=int(timeout_millis))
+
+
+# --- counting what was not sent ---------------------------------------------------------
+class _Counted:
+    """Counts the failed export requests of the exporter it wraps (``signal``: metrics or spans)."""
+
+    def __init__(self, inner, signal: str, state):
+        self.inner = inner
+        self.signal = signal
+        self._state = state
+        if state is not None:
+            state.count("otlp_failures", (signal,), 0)  # the series exists from the start, for alerts
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._abandoned = False
+        self._stopped = False
+        self.failed = 0
+
+    def _export(self, call, success):
+        with self._lock:
+            self._in_flight += 1
+        result = None
+        try:
+            result = call()
+            return result
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                counted = result != success and not self._abandoned
+            if counted:
+                self._fail(1)
+
+    def _fail(self, n: int) -> None:
+        self.failed += n
+        if self._state is not None:
+            self._state.count("otlp_failures", (self.signal,), n)
+
+    def abandon(self) -> int:
+        """Count the requests still in flight as failed (their late outcome is not counted
+        again) and stop the exporter's retries; returns how many."""
+        with self._lock:
+            in_flight, self._abandoned = self._in_flight, True
+        if in_flight:
+            self._fail(in_flight)
+        self._stop()
+        return in_flight
+
+    def _stop(self, **kwargs) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.inner.shutdown(**kwargs)
+
+
+class CountedMetricExporter(_Counted, MetricExporter):
+    """A metric exporter counting its failed requests."""
+
+    def __init__(self, inner, state=None):
+        _Counted.__init__(self, inner, "metrics", state)
+        # the reader asks its exporter for these (the SDK base class keeps them so)
+        MetricExporter.__init__(self, preferred_temporality=inner._preferred_temporality,
+                                preferred_aggregation=inner._preferred_aggregation)  # fmt: skip
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
+        return self._export(lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs),
+                            MetricExportResult.SUCCESS)  # fmt: skip
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self._stop(timeout_millis=timeout_millis, **kwargs)
+
+
+class CountedSpanExporter(_Counted, SpanExporter):
+    """A span exporter counting its failed requests."""
+
+    def __init__(self, inner, state=None):
+        _Counted.__init__(self, inner, "spans", state)
+
+    def export(self, spans):
+        return self._export(lambda: self.inner.export(spans), SpanExportResult.SUCCESS)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._stop()
 
 
 # --- building ---------------------------------------------------------------------------
@@ -260,11 +384,13 @@ class Push:
 
     def __init__(self, settings: OtlpSettings, *, state, resource: Resource, cardinality_limit: int = SDK_CARDINALITY_LIMIT):
         self.settings = settings
+        self.metric_exporter = CountedMetricExporter(_metric_exporter(settings), state)
         self.reader = OtlpMetricReader(
-            _metric_exporter(settings), state=state, resource=resource, interval_seconds=settings.interval_seconds,
+            self.metric_exporter, state=state, resource=resource, interval_seconds=settings.interval_seconds,
             cardinality_limit=cardinality_limit,
         )
-        self.span_processor = SpanExportProcessor(_span_exporter(settings)) if settings.spans else None
+        self.span_exporter = CountedSpanExporter(_span_exporter(settings), state) if settings.spans else None
+        self.span_processor = SpanExportProcessor(self.span_exporter) if settings.spans else None
 
     @property
     def inherited(self) -> bool:
@@ -278,6 +404,30 @@ class Push:
         if self.span_processor is not None:
             self.span_processor.force_flush(int(timeout_millis))
         self.reader.force_flush(timeout_millis)
+
+    def stop(self, timeout_millis: float) -> None:
+        """The last exports, then stop, within ``timeout_millis``: the spans get half of it,
+        the metrics (the reader's final collection) what is left. Each export runs in its
+        exporter's own thread, which is waited for until its share ends, never longer (no
+        thread is started here: Python 3.12 forbids that in an exit hook)."""
+        if self.inherited:
+            return
+        deadline = time.monotonic() + timeout_millis / 1000
+        if self.span_processor is not None:
+            self.span_processor.shutdown(timeout_millis / 2)
+        self.reader.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+
+    def abandon(self) -> dict[str, int]:
+        """At the end of shutdown: count the requests still in flight as not sent and stop
+        retrying; returns the failed requests so far by signal."""
+        exporters = [e for e in (self.metric_exporter, self.span_exporter) if e is not None]
+        for exporter in exporters:
+            exporter.abandon()
+        return self.failures()
+
+    def failures(self) -> dict[str, int]:
+        """Failed (or abandoned) export requests by signal."""
+        return {e.signal: e.failed for e in (self.metric_exporter, self.span_exporter) if e is not None}
 
     def shutdown(self) -> None:
         """Stop the span export (after a flush). The reader stops with its meter provider."""

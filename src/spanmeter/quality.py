@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -236,6 +237,13 @@ class JudgeError(Exception):
         self.reason = reason
 
 
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread; close() would not
+    except OSError:
+        pass
+
+
 def _scores(verdict) -> dict[str, float]:
     if not isinstance(verdict, Mapping) or not verdict:
         raise JudgeError("malformed_verdict", f"expected a mapping of metric -> score, got {verdict!r}"[:200])
@@ -272,7 +280,9 @@ class LLMJudge:
 
     ``metrics``: criteria to score (keys of :data:`RUBRICS`, or your own with ``rubrics``).
     Groundedness is asked only when the run captured context. Each attempt has
-    ``timeout`` seconds; 429, 5xx and timeouts are retried ``retries`` times with backoff;
+    ``timeout`` seconds in total (connect, send, every byte of the answer: a server that
+    trickles its answer is cut at the deadline); 429, 5xx and timeouts are retried
+    ``retries`` times with backoff;
     a verdict that is not the strict JSON asked for is a failure (``malformed_verdict``).
     ``tracer_provider``: where the judge's own spans go (set by ``configure``), so its
     calls and cost appear under ``agent_name="spanmeter-judge"``.
@@ -299,7 +309,8 @@ class LLMJudge:
             raise ConfigurationError(f"LLMJudge retries must be an int >= 0, got {self.retries!r}")
         import httpx
 
-        self._client = httpx.Client(timeout=self.timeout)
+        # A new connection per attempt: its socket is known to the deadline watchdog.
+        self._client = httpx.Client(timeout=self.timeout, limits=httpx.Limits(max_keepalive_connections=0))
         self._httpx = httpx
 
     def close(self) -> None:
@@ -342,7 +353,7 @@ class LLMJudge:
         url = self.base_url.rstrip("/") + "/chat/completions"
         for attempt in range(self.retries + 1):
             try:
-                response = self._client.post(url, json=body, headers=headers)
+                response = self._post_within(url, body, headers)
             except self._httpx.TimeoutException as exc:
                 error = JudgeError("timeout", str(exc))
             except self._httpx.HTTPError as exc:
@@ -362,6 +373,38 @@ class LLMJudge:
                 time.sleep(self.backoff * 2**attempt)
         call.fail(error.reason)
         raise error
+
+    def _post_within(self, url: str, body: dict, headers: dict):
+        """POST within ``timeout`` seconds in all: httpx's timeouts bound each read, not the
+        sum, so a watchdog shuts the connection's socket down at the deadline."""
+        deadline = time.monotonic() + self.timeout
+        sockets: list = []
+        expired = threading.Event()
+
+        def cut() -> None:
+            expired.set()
+            for sock in list(sockets):
+                _shut(sock)
+
+        def trace(event: str, info: dict) -> None:  # httpcore's trace extension
+            if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    sockets.append(sock)
+                    if expired.is_set():
+                        _shut(sock)
+
+        watchdog = threading.Timer(self.timeout, cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._client.post(url, json=body, headers=headers, extensions={"trace": trace})
+        except self._httpx.HTTPError as exc:
+            if expired.is_set() or time.monotonic() >= deadline:
+                raise self._httpx.TimeoutException(f"no complete answer within {self.timeout:g} s") from exc
+            raise
+        finally:
+            watchdog.cancel()
 
     @staticmethod
     def parse(response: Mapping, metrics: Sequence[str]) -> dict[str, float]:
