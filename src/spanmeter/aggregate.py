@@ -514,15 +514,15 @@ class State:
         self.spans_tool.count += 1
 
     def add_run_locked(self, agent, record, duration, run) -> None:
-        """An agent run; ``run`` (a :class:`spanmeter.ancestry.Run` or None) holds what its
+        """An agent run; ``run`` (its :class:`spanmeter.ancestry.Node`, or None) holds what its
         own calls and tools added up to."""
         series = self._series(self.agent, (agent, c.status_of(record.error_type), record.error_type))
         series.count += 1
         if duration is not None:
             series.duration.observe(duration)
         if run is not None:  # None when the run started before spanmeter was added
-            series.inference_calls.observe(run.inference_calls)
-            series.tool_calls.observe(run.tool_calls)
+            series.inference_calls.observe(run.calls)
+            series.tool_calls.observe(run.tools)
             series.tokens.observe(run.tokens)
             if run.cost is not None:
                 series.cost.observe(run.cost / catalog.COST_DIVISOR)
@@ -534,8 +534,8 @@ class State:
         if duration is not None:
             series.duration.observe(duration)
         if run is not None:
-            series.inference_calls.observe(run.inference_calls + run.sub_calls)
-            series.tool_calls.observe(run.tool_calls + run.sub_tools)
+            series.inference_calls.observe(run.total_calls)
+            series.tool_calls.observe(run.total_tools)
 
     def set_info(self, table: str, dims: tuple | None) -> None:
         """Make ``dims`` the one series of an info table (none when ``dims`` is None)."""

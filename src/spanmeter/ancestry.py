@@ -1,127 +1,166 @@
-"""Ancestry: the agent run (and workflow) each span belongs to, remembered as spans start.
+"""Ancestry: the agent run (and workflow) each span belongs to.
 
-The processor keeps, per open span id, a *node*: a tuple ``(run, inference span id,
-id of the inference span enclosing it)``. ``run`` is the nearest enclosing :class:`Run`
-(or None); the two ids tell a call nested in another inference span (a framework's LLM
-span around an SDK instrumentation's span) from a call of its own. Spans of no GenAI kind
-share their parent's node, so ancestry reaches through any depth of them.
+Every span that starts gets a :class:`Node` linked to its parent's node, so the chain from
+a model or tool call up to its agent run survives however late the spans of the chain say
+what they are: many frameworks set a span's attributes only when it ends (OpenInference's
+LangChain tracer, openai-agents), after its children ended. What a node is (its kind, its
+name) is read by :mod:`spanmeter.conventions`, from the span's attributes at start, again
+from the live span while it is open, and from its final attributes when it ends.
+
+A call or tool is charged to every node above it when it is aggregated; an agent run, when
+it is aggregated, keeps what it was charged and takes it off the nodes above it, so each
+run counts its own calls and tools, and a workflow all of those inside it.
 
 Runs and workflows (rules, stated once here and in the README):
 
-- every agent span (any convention: see :func:`spanmeter.conventions.kind_of`) opens a
-  run named by :func:`spanmeter.conventions.run_name`, the same reader the record uses
-  when the span ends;
+- every agent span (any convention: see :func:`spanmeter.conventions.kind_of`) is a run
+  named by :func:`spanmeter.conventions.run_name`, the same reader the record uses;
 - a nested agent span with the same agent name as its nearest enclosing run is the same
-  run (OpenLLMetry's ``<agent>.workflow`` span inside ``invoke_agent <agent>``): its calls
-  and tools fold into the enclosing run, and no second run is counted;
+  run (OpenLLMetry's ``<agent>.workflow`` span inside ``invoke_agent <agent>``): no second
+  run is counted, its calls and tools stay with the enclosing run;
 - a run no attribute names (its name, if any, comes from the span name) that encloses runs
   an attribute names is a workflow (openai-agents' ``Agent workflow``), as is every
   ``invoke_workflow`` span: it is counted in the workflow metrics, never as an agent run,
-  and calls directly inside it belong to no agent;
-- a run counts its own calls and tools; a workflow counts those of every run inside it.
+  and calls directly inside it belong to no agent.
 """
 
 from __future__ import annotations
 
 from spanmeter import conventions as c
 
+_AGENT, _WORKFLOW, _INFERENCE = c.KIND_AGENT, c.KIND_WORKFLOW, c.KIND_INFERENCE
+_RUNS = (c.KIND_AGENT, c.KIND_WORKFLOW)
 
-class Run:
-    """What an agent run or workflow accumulates from its descendants until it ends."""
 
-    __slots__ = ("span", "kind", "name", "named", "parent", "inference_calls", "tool_calls", "tokens", "cost",
-                 "sub_calls", "sub_tools", "wraps_named")  # fmt: skip
+class Node:
+    """One started span: its parent's node, what it is once known, what its runs counted."""
 
-    def __init__(self, span, kind: int, name, named: bool, parent: Run | None):
+    __slots__ = ("span", "parent", "kind", "name", "named", "wraps_named", "ended",
+                 "calls", "tools", "tokens", "cost", "total_calls", "total_tools")  # fmt: skip
+
+    def __init__(self, span, parent: Node | None, kind, attributes=None, span_name: str = ""):
         self.span = span
-        self.kind = kind
-        self.name = name
-        self.named = named
         self.parent = parent
-        self.inference_calls = 0
-        self.tool_calls = 0
-        self.tokens = 0
-        self.cost = None  # femto-dollars, once a call of the run was priced
-        self.sub_calls = 0  # calls and tools of the runs inside this one (a workflow's totals)
-        self.sub_tools = 0
+        self.kind = None
+        self.name = None
+        self.named = False
         self.wraps_named = False
-        if named and parent is not None and not parent.named and parent.name != name:
-            parent.wraps_named = True
+        self.ended = False
+        self.calls = 0  # own: calls below it, less those of the runs below it
+        self.tools = 0
+        self.tokens = 0
+        self.cost = None  # femto-dollars, once a call below it was priced
+        self.total_calls = 0  # everything below it (a workflow's figures)
+        self.total_tools = 0
+        if kind is not None:
+            self.type(kind, attributes, span_name)
+
+    def type(self, kind: int, attributes, span_name: str = "") -> None:
+        """It is a span of ``kind`` (its attributes say so now)."""
+        self.kind = kind
+        if kind in _RUNS and attributes is not None:
+            self.rename(*c.run_name(attributes, kind, span_name))
+
+    def rename(self, name, named: bool) -> None:
+        if named or not self.named:
+            self.name, self.named = name, named
+        if self.named:
+            run = self.run_above()
+            if run is not None and not run.named and run.name != self.name:
+                run.wraps_named = True
+
+    @property
+    def is_run(self) -> bool:
+        return self.kind in _RUNS
 
     @property
     def is_workflow(self) -> bool:
-        return self.kind == c.KIND_WORKFLOW or (not self.named and self.wraps_named)
+        return self.kind == _WORKFLOW or (self.kind == _AGENT and not self.named and self.wraps_named)
 
-    def refresh(self, attributes, span_name: str = "") -> None:
-        """Read the name again (Traceloop names its agents after they start)."""
-        if not self.named:
-            name, named = c.run_name(attributes, self.kind, span_name)
-            if named:
-                self.name, self.named = name, True
-                if self.parent is not None and not self.parent.named and self.parent.name != name:
-                    self.parent.wraps_named = True
+    def run_above(self, attributes_of=None) -> Node | None:
+        """The nearest agent run or workflow above this node (typing open spans on the way)."""
+        node = self.parent
+        while node is not None:
+            if node.kind is None and attributes_of is not None:
+                _type_open(node, attributes_of)
+            if node.kind in _RUNS:
+                return node
+            node = node.parent
+        return None
 
-    def agent(self, attributes_of):
-        """The agent name of the calls and tools directly inside this run (None in a workflow).
+    def inference_above(self, attributes_of=None):
+        """The span id of the inference span this one is nested in, within its run, or None."""
+        node = self.parent
+        while node is not None:
+            if node.kind is None and attributes_of is not None:
+                _type_open(node, attributes_of)
+            if node.kind == _INFERENCE:
+                return node.span.context.span_id if node.span is not None else None
+            if node.kind in _RUNS:
+                return None
+            node = node.parent
+        return None
 
-        ``attributes_of(span)`` reads a live span's attributes (the processor's reader).
-        """
-        if not self.named and self.span is not None:
-            self.refresh(attributes_of(self.span), getattr(self.span, "name", ""))
-        if self.is_workflow:
-            return None
-        return self.name
 
-    def add_call(self, tokens: int, femto) -> None:
-        self.inference_calls += 1
-        self.tokens += tokens
+def _type_open(node: Node, attributes_of) -> None:
+    """Read what an open span says it is now (attributes set after it started)."""
+    span = node.span
+    if span is None or node.ended:
+        return
+    attributes = attributes_of(span)
+    name = getattr(span, "name", "")
+    kind = c.kind_of(attributes, name)
+    if kind is not None:
+        node.type(kind, attributes, name)
+
+
+def agent_of(node: Node | None, attributes_of=None):
+    """The agent name of a call or tool at ``node``: its nearest run's (None in a workflow)."""
+    if node is None:
+        return None
+    run = node.run_above(attributes_of)
+    if run is None or run.is_workflow:
+        return None
+    if not run.named and run.span is not None and not run.ended and attributes_of is not None:
+        run.rename(*c.run_name(attributes_of(run.span), run.kind, getattr(run.span, "name", "")))
+    return run.name
+
+
+def charge_call(node: Node | None, tokens: int, femto, count: bool = True) -> None:
+    """A call below ``node`` (``count=False``: only its tokens and cost) for every node above."""
+    run = node.parent if node is not None else None
+    while run is not None:
+        if count:
+            run.calls += 1
+            run.total_calls += 1
+        run.tokens += tokens
         if femto is not None:
-            self.cost = femto if self.cost is None else self.cost + femto
-        run = self.parent
-        while run is not None:
-            run.sub_calls += 1
-            run = run.parent
-
-    def add_tool(self) -> None:
-        self.tool_calls += 1
-        run = self.parent
-        while run is not None:
-            run.sub_tools += 1
-            run = run.parent
-
-    def add_usage(self, tokens: int, femto) -> None:
-        """Tokens and cost of a call counted already (usage that arrived after it)."""
-        self.tokens += tokens
-        if femto is not None:
-            self.cost = femto if self.cost is None else self.cost + femto
-
-    def fold_into_parent(self) -> None:
-        """This run is its parent's run seen twice: hand it what it counted."""
-        parent = self.parent
-        parent.inference_calls += self.inference_calls
-        parent.tool_calls += self.tool_calls
-        parent.sub_calls += self.sub_calls - self.inference_calls
-        parent.sub_tools += self.sub_tools - self.tool_calls
-        parent.tokens += self.tokens
-        if self.cost is not None:
-            parent.cost = self.cost if parent.cost is None else parent.cost + self.cost
-        if self.wraps_named:
-            parent.wraps_named = True
-
-    def same_as_parent(self) -> bool:
-        """Named like the run it is nested in (and neither is a workflow)."""
-        parent = self.parent
-        return (parent is not None and self.kind == c.KIND_AGENT and parent.kind == c.KIND_AGENT
-                and self.name is not None and self.name == parent.name)  # fmt: skip
+            run.cost = femto if run.cost is None else run.cost + femto
+        run = run.parent
 
 
-def node_of(kind: int, span_id: int, parent_node, span, attributes, span_name: str):
-    """The node of a span of ``kind`` (not None) that starts under ``parent_node``."""
-    if kind == c.KIND_INFERENCE:
-        if parent_node is None:
-            return (None, span_id, None)
-        return (parent_node[0], span_id, parent_node[1])
-    if kind == c.KIND_TOOL:
-        return (parent_node[0] if parent_node is not None else None, None, None)
-    name, named = c.run_name(attributes, kind, span_name)
-    return (Run(span, kind, name, named, parent_node[0] if parent_node is not None else None), None, None)
+def charge_tool(node: Node | None) -> None:
+    run = node.parent if node is not None else None
+    while run is not None:
+        run.tools += 1
+        run.total_tools += 1
+        run = run.parent
+
+
+def same_as_enclosing(node: Node) -> bool:
+    """An agent run named like the run it is nested in: that run seen twice."""
+    run = node.run_above()
+    return (run is not None and node.kind == _AGENT and run.kind == _AGENT and node.name is not None
+            and node.name == run.name)  # fmt: skip
+
+
+def close_run(node: Node) -> None:
+    """A counted run keeps its own calls and tools: the runs above it do not count them again."""
+    run = node.parent
+    while run is not None:
+        run.calls -= node.calls
+        run.tools -= node.tools
+        run.tokens -= node.tokens
+        if node.cost is not None and run.cost is not None:
+            run.cost -= node.cost
+        run = run.parent

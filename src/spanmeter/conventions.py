@@ -101,6 +101,8 @@ OI_TOOL_NAME = "tool.name"
 # --- OpenLLMetry (Traceloop) --------------------------------------------------------------
 TRACELOOP_SPAN_KIND = "traceloop.span.kind"
 TRACELOOP_ENTITY_NAME = "traceloop.entity.name"
+TRACELOOP_LC_AGENT = "traceloop.association.properties.lc_agent_name"  # OpenLLMetry under LangChain
+OI_METADATA = "metadata"  # OpenInference: JSON text; LangChain puts lc_agent_name in it
 LLM_REQUEST_TYPE = "llm.request.type"  # before it wrote gen_ai.operation.name
 # spanmeter's own span attributes (set by AgentRun.end_conversation()): the run is the last
 # turn of its conversation, and whether the conversation was escalated to a human.
@@ -223,7 +225,9 @@ def run_name(attributes, kind: int, name: str = "") -> tuple[str | None, bool]:
             if value is None:
                 value = get(PYDANTIC_AGENT_NAME)
                 if value is None:
-                    value = get(TRACELOOP_ENTITY_NAME)
+                    value = _first(get, TRACELOOP_ENTITY_NAME, TRACELOOP_LC_AGENT)
+                    if value is None:
+                        value = _lc_agent(get(OI_METADATA))
     if value is not None and value != "":
         return value, True
     return name_from_span_name(name), False
@@ -330,7 +334,7 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
         tool = get(TOOL_NAME)
         if tool is None:
             tool = get(TRACELOOP_ENTITY_NAME)
-        agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME)
+        agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
         return Record(kind, op, agent, agent is not None, None, None, None, tool, get(TOOL_TYPE), error_type,
                       None, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
     agent, named = run_name(attributes, kind, name)
@@ -374,10 +378,21 @@ def _read_inference(get, op, error_type, edrop) -> Record:
         has_usage = i is not None or o is not None
         usage_only = span_type == "log" and has_usage
         awaits = span_type == "span" and not has_usage and _requested_stream(get)
-    agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME)
+    agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
     return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
                   response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
                   drops, ttfc, usage_only, awaits)  # fmt: skip
+
+
+_LC_AGENT = re.compile(r'"lc_agent_name"\s*:\s*"([^"\\]{1,128})"')
+
+
+def _lc_agent(metadata):
+    """LangChain's ``lc_agent_name`` inside OpenInference's ``metadata`` JSON text, or None."""
+    if metadata.__class__ is not str or "lc_agent_name" not in metadata:
+        return None
+    match = _LC_AGENT.search(metadata)
+    return match.group(1) if match else None
 
 
 def _requested_stream(get) -> bool:
@@ -424,6 +439,8 @@ def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> 
         drops = _with(drops, edrop)
         op = "embeddings" if get(OI_SPAN_KIND) == "EMBEDDING" else OP_CHAT
         agent = get(OI_AGENT_NAME)
+        if agent is None:
+            agent = _lc_agent(get(OI_METADATA))
         return Record(kind, op, agent, agent is not None, model, response_model, get(OI_PROVIDER) or get(OI_SYSTEM),
                       None, None, error_type, conversation, _output_id(get(OI_OUTPUT_VALUE)), i, o, cr, cw, rs,
                       drops, None)  # fmt: skip
@@ -432,6 +449,8 @@ def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> 
         if tool is None:
             tool = name_from_span_name(name)
         agent = get(OI_AGENT_NAME)
+        if agent is None:
+            agent = _lc_agent(get(OI_METADATA))
         return Record(kind, OP_EXECUTE_TOOL, agent, agent is not None, None, None, None, tool, None, error_type,
                       conversation, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
     agent, named = run_name(attributes, kind, name)

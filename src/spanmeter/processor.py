@@ -45,6 +45,7 @@ from opentelemetry.trace import StatusCode
 
 from spanmeter import ancestry
 from spanmeter import conventions as c
+from spanmeter.ancestry import Node
 from spanmeter.aggregate import OTHER, State
 from spanmeter.conversations import ENDED_BY_APP
 from spanmeter.pricing import UNPRICED
@@ -56,6 +57,7 @@ _ERROR = StatusCode.ERROR
 _OPERATION_NAME = c.OPERATION_NAME
 _OPERATION_KINDS = c.OPERATION_KINDS
 _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TOOL, c.KIND_WORKFLOW
+_RUNS = (_AGENT, _WORKFLOW)
 #: Ended spans waiting for aggregation that wake the aggregating thread early.
 WAKE_AT = 1024
 #: Ended spans waiting beyond which new ones are shed (counted, never blocking the app).
@@ -133,45 +135,21 @@ class SpanmeterProcessor(SpanProcessor):
             op = attrs.get(_OPERATION_NAME)  # conventions.kind_of, inlined for its common case
             kind = _OPERATION_KINDS.get(op) if op.__class__ is str else c.kind_of(attrs, span.name)
             parent = span.parent
-            node = None
-            if parent is not None:
-                node = self._open.get(parent.span_id)
-                if node is None:
-                    node = self._late_parent(parent, parent_context)
-            if kind is None:
-                if node is None:
-                    return
-            else:
-                node = ancestry.node_of(kind, span.context.span_id, node, span, attrs, span.name)
             opened = self._open
-            opened[span.context.span_id] = node
+            # Every span gets a node: many frameworks say what a span is only when it ends.
+            opened[span.context.span_id] = Node(span, opened.get(parent.span_id) if parent is not None else None,
+                                                kind, attrs, span.name)  # fmt: skip
             if len(opened) > self._max_open:
                 self._evict()
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
-
-    def _late_parent(self, parent, parent_context):
-        """The node of a parent that became a GenAI span after it started (Traceloop agents
-        and tools get their attributes then); None when it is not one. The SDK passes no
-        context when the parent is the current span."""
-        parent_span = trace.get_current_span(parent_context)
-        if not hasattr(parent_span, "_attributes") or parent_span.get_span_context().span_id != parent.span_id:
-            return None  # not an SDK span of this process (a remote or non-recording parent)
-        attrs = _attributes(parent_span)
-        name = getattr(parent_span, "name", "")
-        kind = c.kind_of(attrs, name)
-        if kind is None:
-            return None
-        node = ancestry.node_of(kind, parent.span_id, None, parent_span, attrs, name)
-        self._open[parent.span_id] = node
-        return node
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._stopped:
             return
         try:
             context = span.context
-            node = self._open.pop(context.span_id, None) if self._open else None
+            node = self._open.pop(context.span_id, None)
             attrs = _attributes(span)
             op = attrs.get(_OPERATION_NAME)
             if op.__class__ is str:  # conventions.kind_of, inlined for its common case
@@ -180,16 +158,20 @@ class SpanmeterProcessor(SpanProcessor):
             else:
                 name = span.name
                 kind = c.kind_of(attrs, name)
+            if node is not None:
+                node.ended = True
             if kind is None:
                 return
+            if name is None and kind != _INFERENCE:
+                name = span.name  # run and tool names may come from it
+            if node is not None and (node.kind is None or kind in _RUNS):
+                node.type(kind, attrs, name or "")  # what it is and its name, from its final attributes
             pending = self._pending
             if len(pending) >= self._max_backlog:  # aggregation fell behind: shed, never block
                 with self._shed_lock:
                     self._shed += 1
                 self._wake.set()
                 return
-            if name is None and kind != _INFERENCE:
-                name = span.name  # run and tool names may come from it
             failed = span.status.status_code is _ERROR
             scope = span.instrumentation_scope
             # Only the frozen attribute dict and a few numbers wait, not the span: keeping
@@ -256,7 +238,12 @@ class SpanmeterProcessor(SpanProcessor):
                 for _ in range(len(pending)):  # bounded: producers may keep adding
                     item = popleft()
                     try:
-                        reconciler.add(self._entry(item), now)
+                        entry = self._entry(item)
+                        if entry.node is not None and entry.record.kind == _INFERENCE:
+                            outer = entry.node.inference_above(_attributes)
+                            if outer is not None:
+                                entry.outers = (outer,)
+                        reconciler.add(entry, now)
                     except Exception:  # deliberate: one bad span must not cost the others
                         self._fault()
                 released = reconciler.release(now, flush, final)
@@ -311,32 +298,24 @@ class SpanmeterProcessor(SpanProcessor):
             state.count_locked("no_usage", (state.guards["model"].admit(record.model, state)
                                             if record.model is not None else c.UNKNOWN,))  # fmt: skip
             return
-        run = e.node[0] if e.node is not None else None
         if role == LATE_USAGE:  # the usage of a call counted earlier
             target = e.target
             tokens = e.record.tokens
-            run = target.node[0] if target.node is not None else None
             priced = self._price_call(target.record, tokens, e.end, e.attrs, target.agent)
             state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
                                   priced=priced)  # fmt: skip
-            if run is not None:
-                run.add_usage((tokens[0] or 0) + (tokens[1] or 0), _femto(priced))
+            ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)
             return
         agent = record.agent
-        if agent is None and run is not None:
-            agent = run.agent(_attributes)
+        if agent is None:
+            agent = ancestry.agent_of(e.node, _attributes)
         e.agent = agent
         duration, drop = _duration(e.start, e.end)
         tokens = e.tokens
         priced = self._price_call(record, tokens, e.end, e.attrs, agent) if e.price_it else None
         state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
                               ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
-        if run is not None:
-            used = (tokens[0] or 0) + (tokens[1] or 0)
-            if e.call:
-                run.add_call(used, _femto(priced))
-            else:
-                run.add_usage(used, _femto(priced))
+        ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
         self._drops(record.drops, drop)
 
     def _price_call(self, record, tokens, end, attrs, agent):
@@ -355,39 +334,35 @@ class SpanmeterProcessor(SpanProcessor):
 
     def _tool(self, e: Entry) -> None:
         record = e.record
-        run = e.node[0] if e.node is not None else None
         agent = record.agent
-        if agent is None and run is not None:
-            agent = run.agent(_attributes)
+        if agent is None:
+            agent = ancestry.agent_of(e.node, _attributes)
         duration, drop = _duration(e.start, e.end)
         self.state.add_tool_locked(agent, record, duration)
-        if run is not None:
-            run.add_tool()
+        ancestry.charge_tool(e.node)
         self._drops(record.drops, drop)
 
     def _run(self, e: Entry):
         """An agent run or workflow (the state lock is held); an evaluator offer or None."""
         record = e.record
         state = self.state
-        run = e.node[0] if e.node is not None else None
-        own = run is not None and run.span is not None and run.span.context.span_id == e.span_id
-        if not own:
-            run = None  # started before spanmeter was added: no ancestry of its own
+        node = e.node
         name = record.agent
-        if run is not None:
-            if record.named and not run.named:
-                run.name, run.named = name, True  # named after it started (Traceloop)
-            elif not record.named and run.named:
-                name = run.name
-            if run.same_as_parent():  # the enclosing run seen twice
-                run.fold_into_parent()
+        if node is not None:
+            if record.named:
+                node.rename(name, True)
+            elif node.named:
+                name = node.name
+            if ancestry.same_as_enclosing(node):  # the enclosing run seen twice
                 return None
         duration, drop = _duration(e.start, e.end)
         self._drops(record.drops, drop)
-        if run is not None and run.is_workflow:
-            state.add_workflow_locked(name, record, duration, run)
+        if node is not None and node.is_workflow:
+            state.add_workflow_locked(name, record, duration, node)
             return None
-        state.add_run_locked(name, record, duration, run)
+        state.add_run_locked(name, record, duration, node)
+        if node is not None:
+            ancestry.close_run(node)
         conversation = record.conversation
         if conversation.__class__ is str and conversation:
             now = time.monotonic()

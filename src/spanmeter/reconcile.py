@@ -141,11 +141,8 @@ class Reconciler:
         entry.arrival = now
         record = entry.record
         if record.kind == _INFERENCE:
-            node = entry.node
-            outer = node[2] if node is not None else None
-            if outer is not None:
+            for outer in entry.outers:  # set by the caller: the inference span it is nested in
                 self._enclosing.add(outer)
-                entry.outers = (outer,)
             if entry.span_id in self._enclosing:
                 self._enclosing.discard(entry.span_id)
                 entry.wrapper = True
@@ -228,9 +225,9 @@ class Reconciler:
             drops=(a.drops or []) + (b.drops or []) or None,
             time_to_first_chunk=a.time_to_first_chunk if a.time_to_first_chunk is not None else b.time_to_first_chunk,
         )  # fmt: skip
-        node = outer.node if outer.node is not None and outer.node[0] is not None else inner.node
+        in_run = outer.node is not None and outer.node.run_above() is not None
         p.record = merged
-        p.node = node if node is not None else outer.node
+        p.node = outer.node if in_run or inner.node is None else inner.node
         p.start, p.end, p.attrs = inner.start, inner.end, inner.attrs
         p.outers = p.outers + e.outers
         p.paired = True
