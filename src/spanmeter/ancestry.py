@@ -15,9 +15,12 @@ Runs and workflows (rules, stated once here and in the README):
 
 - every agent span (any convention: see :func:`spanmeter.conventions.kind_of`) is a run
   named by :func:`spanmeter.conventions.run_name`, the same reader the record uses;
-- a nested agent span with the same agent name as its nearest enclosing run is the same
-  run (OpenLLMetry's ``<agent>.workflow`` span inside ``invoke_agent <agent>``): no second
-  run is counted, its calls and tools stay with the enclosing run;
+- a nested agent span with the same name as its nearest enclosing run or workflow is that
+  run seen twice (OpenLLMetry's ``<agent>.workflow`` span inside ``invoke_agent <agent>``,
+  google-adk's ``invoke_agent X`` for a SequentialAgent inside ``invoke_workflow X``):
+  nothing more is counted, its calls and tools stay with the enclosing one; an agent that
+  runs no other agents inside a workflow of its own name is that workflow's agent run
+  (google-adk's runner wraps every single-agent invocation in ``invoke_workflow``);
 - a run no attribute names (its name, if any, comes from the span name) that encloses runs
   an attribute names is a workflow (openai-agents' ``Agent workflow``), as is every
   ``invoke_workflow`` span: it is counted in the workflow metrics, never as an agent run,
@@ -66,8 +69,8 @@ class Node:
             self.name, self.named = name, named
         if self.named:
             run = self.run_above()
-            if run is not None and not run.named and run.name != self.name:
-                run.wraps_named = True
+            if run is not None and run.name != self.name:
+                run.wraps_named = True  # (makes a nameless run a workflow)
 
     @property
     def is_run(self) -> bool:
@@ -148,10 +151,14 @@ def charge_tool(node: Node | None) -> None:
 
 
 def same_as_enclosing(node: Node) -> bool:
-    """An agent run named like the run it is nested in: that run seen twice."""
+    """An agent run named like the run or workflow it is nested in: that one seen twice
+    (google-adk's ``invoke_agent X`` for a SequentialAgent inside ``invoke_workflow X``)."""
     run = node.run_above()
-    return (run is not None and node.kind == _AGENT and run.kind == _AGENT and node.name is not None
-            and node.name == run.name)  # fmt: skip
+    if run is None or node.kind != _AGENT or node.name is None or node.name != run.name:
+        return False
+    # inside a workflow of its name, an agent that runs other agents is that workflow; one
+    # that does the work itself is the workflow's agent run (google-adk's single agent)
+    return run.kind == _AGENT or node.wraps_named
 
 
 def close_run(node: Node) -> None:

@@ -79,7 +79,6 @@ THOUGHTS_TOKENS_DETAILS = "gen_ai.usage.details.thoughts_tokens"  # pydantic-ai 
 USAGE_RAW = "gen_ai.usage.raw"  # Logfire: the provider's usage object as JSON text
 WORKFLOW_NAME = "gen_ai.workflow.name"
 LOGFIRE_SPAN_TYPE = "logfire.span_type"  # "log" for Logfire's zero-duration log spans
-LOGFIRE_REQUEST_DATA = "request_data"  # Logfire: the request as JSON text (holds "stream")
 PYDANTIC_AGENT_NAME = "agent_name"  # pydantic-ai before 1.0 ("agent run" spans)
 SESSION_ID = "session.id"  # OpenInference's conversation
 TELEMETRY_SDK_NAME = "telemetry.sdk.name"  # OpenLIT writes "openlit" on its spans
@@ -377,7 +376,9 @@ def _read_inference(get, op, error_type, edrop) -> Record:
     if span_type is not None:  # Logfire: a stream is a usage-less span, then a log span with the usage
         has_usage = i is not None or o is not None
         usage_only = span_type == "log" and has_usage
-        awaits = span_type == "span" and not has_usage and _requested_stream(get)
+        # a streamed call's span has no usage, no response id and no error (others have some)
+        awaits = (span_type == "span" and not has_usage and get(RESPONSE_ID) is None and error_type is None
+                  and (get(REQUEST_STREAM) is not False))  # fmt: skip
     agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
     return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
                   response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
@@ -393,16 +394,6 @@ def _lc_agent(metadata):
         return None
     match = _LC_AGENT.search(metadata)
     return match.group(1) if match else None
-
-
-def _requested_stream(get) -> bool:
-    if get(REQUEST_STREAM) is True:
-        return True
-    data = get(LOGFIRE_REQUEST_DATA)
-    return data.__class__ is str and len(data) < 1_000_000 and bool(_STREAM_TRUE.search(data))
-
-
-_STREAM_TRUE = re.compile(r'"stream"\s*:\s*true')
 
 
 def _raw_reasoning(raw):
@@ -433,6 +424,8 @@ def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> 
     if kind == KIND_INFERENCE:
         response_model = get(OI_RESPONSE_MODEL) or get(OI_MODEL)
         model = get(OI_REQUEST_MODEL) or _invocation_model(get(OI_INVOCATION_PARAMETERS)) or response_model
+        provider = get(OI_PROVIDER) or get(OI_SYSTEM)
+        model, response_model = _unprefixed(model, provider), _unprefixed(response_model, provider)
         (i, o, cr, cw, rs), drops = _usage((get(OI_PROMPT_TOKENS), get(OI_COMPLETION_TOKENS),
                                             get(OI_CACHE_READ_TOKENS), get(OI_CACHE_WRITE_TOKENS),
                                             get(OI_REASONING_TOKENS)))  # fmt: skip
@@ -441,8 +434,7 @@ def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> 
         agent = get(OI_AGENT_NAME)
         if agent is None:
             agent = _lc_agent(get(OI_METADATA))
-        return Record(kind, op, agent, agent is not None, model, response_model, get(OI_PROVIDER) or get(OI_SYSTEM),
-                      None, None, error_type, conversation, _output_id(get(OI_OUTPUT_VALUE)), i, o, cr, cw, rs,
+        return Record(kind, op, agent, agent is not None, model, response_model, provider, None, None, error_type, conversation, _output_id(get(OI_OUTPUT_VALUE)), i, o, cr, cw, rs,
                       drops, None)  # fmt: skip
     if kind == KIND_TOOL:
         tool = get(OI_TOOL_NAME)
@@ -462,6 +454,14 @@ def content_of(attributes) -> tuple:
     """(question, answer) an agent span recorded (GenAI messages or OpenInference values)."""
     get = attributes.get
     return get(INPUT_MESSAGES) or get(OI_INPUT_VALUE), get(OUTPUT_MESSAGES) or get(OI_OUTPUT_VALUE)
+
+
+def _unprefixed(model, provider):
+    """``openai/gpt-4o`` -> ``gpt-4o`` when the prefix is the span's provider (litellm's names)."""
+    if model.__class__ is str and provider.__class__ is str and provider and model[: len(provider) + 1].lower() == (
+            provider.lower() + "/"):  # fmt: skip
+        return model[len(provider) + 1 :] or model
+    return model
 
 
 def _invocation_model(parameters):

@@ -20,8 +20,8 @@ README):
    inside an agent run supplies the agent. Pairing is one to one, never two spans of one
    scope: N concurrent identical calls seen by two instrumentations are N calls.
 3. **Usage after the call** (Logfire): a streamed call's span ends without usage; a
-   zero-duration log span of the same scope and trace brings usage and response id when the
-   stream ends. It completes the oldest such call of its model, even after that call was
+   zero-duration log span of the same scope (in the same trace inside an agent run, a trace
+   of its own outside one) brings usage and response id when the stream ends. It completes the oldest such call of its model, even after that call was
    aggregated (then only its tokens and cost are added, up to ``await_seconds`` later); a
    call whose usage never comes is counted without usage then. A usage span that matches no
    call is a call of its own.
@@ -130,7 +130,7 @@ class Reconciler:
         self._usageless: dict = {}  # family -> {id(entry): entry}, those without usage
         self._enclosing: set = set()  # ids of inference spans that enclose a call (rule 1)
         self._wrappers: dict = {}  # enclosing span id -> [calls, token types seen (bits), calls without usage]
-        self._awaiting: dict = {}  # (trace id, scope) -> deque of calls waiting for their usage (rule 3)
+        self._awaiting: dict = {}  # scope -> deque of calls waiting for their usage (rule 3)
         self._late: deque[Entry] = deque()  # aggregated calls still waiting for their usage
 
     def __len__(self) -> int:
@@ -150,7 +150,7 @@ class Reconciler:
                 if self._complete(entry):
                     return
             elif record.awaits_usage:
-                self._awaiting.setdefault((entry.trace_id, entry.scope), deque()).append(entry)
+                self._awaiting.setdefault(entry.scope, deque()).append(entry)
             elif self._pair(entry):
                 return
             if len(self._enclosing) > self.max_entries:  # enclosing spans that never ended
@@ -236,7 +236,7 @@ class Reconciler:
     def _complete(self, e: Entry) -> bool:
         """Rule 3: ``e`` carries the usage of a streamed call; True when a waiting call took it."""
         fam = family(e.record.model) or family(e.record.response_model)
-        queue = self._awaiting.get((e.trace_id, e.scope))
+        queue = self._awaiting.get(e.scope)
         if queue:
             for p in queue:
                 if not p.completed and not p.dead and self._same_model(p, fam) and p.start <= e.end:
@@ -253,8 +253,7 @@ class Reconciler:
                     queue.remove(p)
                     return True
         for p in self._late:
-            if (not p.completed and p.trace_id == e.trace_id and p.scope == e.scope and self._same_model(p, fam)
-                    and p.start <= e.end):  # fmt: skip
+            if not p.completed and p.scope == e.scope and self._same_model(p, fam) and p.start <= e.end:
                 p.completed = True
                 e.role = LATE_USAGE
                 e.target = p
@@ -306,14 +305,14 @@ class Reconciler:
                             del table[k]
             e.keys = None
         if e.record.awaits_usage and not e.completed:
-            queue = self._awaiting.get((e.trace_id, e.scope))
+            queue = self._awaiting.get(e.scope)
             if queue is not None:
                 try:
                     queue.remove(e)
                 except ValueError:
                     pass
                 if not queue:
-                    del self._awaiting[(e.trace_id, e.scope)]
+                    del self._awaiting[e.scope]
 
     def _settle(self, e: Entry, now: float) -> None:
         """Rule 1, and what a call without usage counts."""
