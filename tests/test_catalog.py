@@ -47,7 +47,8 @@ def test_no_label_can_carry_prompts_user_or_conversation_ids():
     reviewed = {
         "agent_name", "status", "model_id", "token_type", "tool_name", "metric_type", "error_type",
         "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
-        "gen_ai_token_type", "gen_ai_agent_name", "gen_ai_tool_name", "gen_ai_tool_type", "kind", "field",
+        "gen_ai_token_type", "gen_ai_agent_name", "gen_ai_tool_name", "gen_ai_tool_type", "gen_ai_workflow_name",
+        "kind", "field",
         "reason", "label", "source", "catalogue", "version", "signal",
     }  # fmt: skip
     assert {key for m in METRICS for key in m.exposed_labels} == reviewed

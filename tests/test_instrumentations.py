@@ -228,3 +228,6 @@ def test_calls_inside_an_agent_run_carry_its_agent_name_and_no_run_is_invented(f
         assert s.total("model_inference_calls_total", agent_name=agent) == want, agent
     runs = {x.labels["agent_name"]: x.value for x in s.samples if x.name == "agent_requests_total"}
     assert runs == fixture.expected["agent_runs"]  # a workflow is no agent run
+    workflows = {x.labels["gen_ai_workflow_name"]: x.value for x in s.samples
+                 if x.name == "gen_ai_invoke_workflow_duration_seconds_count"}  # fmt: skip
+    assert workflows == fixture.expected.get("workflows", {})

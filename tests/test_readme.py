@@ -49,6 +49,7 @@ for n, block in enumerate(json.load(open(sys.argv[1]))):
 namespace["answer"]("One more thing.", customer="c-42", conversation_id="conv-2")
 namespace["client"].chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
 import spanmeter
+spanmeter.current().state.flush()  # no waiting for reconciliation's one-second window
 sys.stdout.write(httpx.get(spanmeter.current().metrics_url, timeout=10).text)
 spanmeter.shutdown()
 """
@@ -164,6 +165,7 @@ for _ in range(200):
         with spanmeter.model_call("gpt-4o", provider="openai") as call:
             call.record_usage(input_tokens=10, output_tokens=2)
 print(trace.get_tracer_provider().sampler.get_description(), file=sys.stderr)
+spanmeter.current().state.flush()  # no waiting for reconciliation's one-second window
 sys.stdout.write(httpx.get(spanmeter.current().metrics_url, timeout=10).text)
 spanmeter.shutdown()
 """

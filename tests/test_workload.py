@@ -121,6 +121,10 @@ def test_every_catalogue_metric_is_exposed_with_its_name_type_and_labels(meter, 
     meter.processor.record_evaluation("support", "done")  # what the evaluator records
     with meter.model_call("acme-private-llm") as call:  # a model no catalogue knows: unpriced
         call.record_usage(input_tokens=5)
+    workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "triage"}
+    with meter.tracer_provider.get_tracer("app").start_as_current_span("invoke_workflow triage", attributes=workflow):
+        with meter.agent_run("triage_agent"):  # a workflow: agent runs coordinated by one span
+            pass
     s = scrape()
     exposed_types = {"counter": "counter", "histogram": "histogram", "gauge": "gauge"}
     for spec in catalog.METRICS:

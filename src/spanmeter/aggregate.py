@@ -67,6 +67,8 @@ _GUARD_OF_DIM = {
 # are left out of a data point when absent (``error.type`` on success, for example).
 _OPTIONAL_DIMS = {"response_model", "error_type", "tool_type"}
 _NO_TOKENS = (None, None, None, None, None)
+#: Seconds a collection spends letting processors aggregate before it reads the state.
+COLLECT_BUDGET = 0.25
 # Raw attribute tuples remembered per table for the fast path; beyond this the slow
 # path (sanitise, look up) runs for new tuples, so memory stays bounded.
 _RAW_CACHE_LIMIT = 20_000
@@ -584,7 +586,7 @@ class State:
 
     def snapshot(self) -> dict[str, list[tuple[tuple, dict]]]:
         for drain in self.drainers:
-            drain()
+            drain(budget=COLLECT_BUDGET)
         now = time.monotonic()
         with self.lock:
             self.expire_conversations_locked(now)

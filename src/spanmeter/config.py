@@ -235,6 +235,8 @@ def setup(
     label_limits: Mapping[str, int] | None = None,
     sdk_cardinality_limit: int = SDK_CARDINALITY_LIMIT,
     max_open_spans: int = 100_000,
+    reconcile_window_seconds: float = 1.0,
+    max_backlog: int = 100_000,
     quality_window_seconds: float = 3600.0,
     escalation_window_seconds: float = 3600.0,
     prices: str | os.PathLike[str] | Mapping[str, Any] | None = None,
@@ -275,6 +277,9 @@ def setup(
     ``evaluator``: a :class:`spanmeter.quality.Evaluator` that scores sampled runs in the
     background. ``conversation_idle_seconds``: a conversation followed by
     ``gen_ai.conversation.id`` ends after this long without a turn.
+    ``reconcile_window_seconds``: how long an ended span waits for another instrumentation's
+    span of the same call (see :mod:`spanmeter.reconcile`); ``max_backlog``: ended spans
+    waiting for aggregation beyond which new ones are shed and counted, never blocking.
     ``shutdown_timeout_seconds``: what ``shutdown()`` (or the exit without it) may take in
     all, shared by every step; what is not sent by then is counted and logged.
     ``prometheus=False`` leaves the Prometheus reader out (OTLP push alone).
@@ -315,6 +320,14 @@ def setup(
             raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
     if not isinstance(max_open_conversations, int) or max_open_conversations < 1:
         raise ConfigurationError(f"max_open_conversations must be an int >= 1, got {max_open_conversations!r}")
+    if isinstance(reconcile_window_seconds, bool) or not isinstance(reconcile_window_seconds, (int, float)) or not (
+            0 <= reconcile_window_seconds <= 60):  # fmt: skip
+        raise ConfigurationError(f"reconcile_window_seconds must be a number of seconds in [0, 60], got "
+                                 f"{reconcile_window_seconds!r}")  # fmt: skip
+    if isinstance(max_backlog, bool) or not isinstance(max_backlog, int) or max_backlog < 1:
+        raise ConfigurationError(f"max_backlog must be an int >= 1, got {max_backlog!r}")
+    if not isinstance(max_open_spans, int) or isinstance(max_open_spans, bool) or max_open_spans < 2:
+        raise ConfigurationError(f"max_open_spans must be an int >= 2, got {max_open_spans!r}")
     if evaluator is not None and not isinstance(evaluator, Evaluator):
         raise ConfigurationError(f"evaluator must be a spanmeter.quality.Evaluator, got {evaluator!r}")
     if resource is None:
@@ -333,7 +346,8 @@ def setup(
     if price_catalogue:
         pricer.on_refresh = lambda: state.set_info("price_catalogue", ("genai-prices", catalogue_version()))
         pricer.on_refresh()
-    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer, evaluator=evaluator)
+    processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer, evaluator=evaluator,
+                                   reconcile_window=float(reconcile_window_seconds), max_backlog=max_backlog)
     if tracer_provider is None:
         tracer_provider = TracerProvider(resource=resource)
 

@@ -22,8 +22,9 @@ Aggregation (:meth:`SpanmeterProcessor.drain`, one thread at a time: the backgro
 every second, and each collection before it reads the state) takes the spans that were
 queued when it began (bounded, whatever producers keep adding), reads them into records,
 hands them to the :class:`~spanmeter.reconcile.Reconciler`, and adds what it releases to
-the state. Spans wait ``reconcile_window`` seconds (1) there, so metrics show a span at the
-first collection that is at least that long after it ended; ``force_flush()`` releases all.
+the state. Once two instrumentations report inference spans, spans wait ``reconcile_window``
+seconds (1) there, so metrics show a span at the first collection that is at least that long
+after it ended; ``force_flush()`` releases all.
 At most ``max_open_spans`` started spans are remembered for ancestry; beyond that the
 oldest half is forgotten (``spanmeter_open_spans_evicted_total``), so runs that never end
 cannot grow memory without bound.
@@ -225,48 +226,61 @@ class SpanmeterProcessor(SpanProcessor):
         return True
 
     # --- aggregation -------------------------------------------------------------------
-    def drain(self, flush: bool = False, final: bool = False) -> None:
-        """Aggregate the ended spans queued when this began; every collection calls this first."""
-        with self._drain_lock:
-            try:
-                if self.pricer is not None:
-                    self.pricer.refresh_if_due()
-                pending = self._pending
-                popleft = pending.popleft
-                reconciler = self._reconciler
-                now = time.monotonic()
-                for _ in range(len(pending)):  # bounded: producers may keep adding
-                    item = popleft()
-                    try:
-                        entry = self._entry(item)
-                        if entry.node is not None and entry.record.kind == _INFERENCE:
-                            outer = entry.node.inference_above(_attributes)
-                            if outer is not None:
-                                entry.outers = (outer,)
-                        reconciler.add(entry, now)
-                    except Exception:  # deliberate: one bad span must not cost the others
-                        self._fault()
-                released = reconciler.release(now, flush, final)
-                state = self.state
-                shed = self._shed
-                if shed != self._shed_reported:
-                    state.count("shed", ("backlog",), shed - self._shed_reported)
-                    self._shed_reported = shed
-                for start in range(0, len(released), _BATCH):
-                    offers = []
-                    with state.lock:
-                        for entry in released[start : start + _BATCH]:
-                            try:
-                                offer = self._aggregate(entry)
-                            except Exception:  # deliberate: one bad span must not cost the others
-                                self._fault_locked()
-                                continue
-                            if offer is not None:
-                                offers.append(offer)
-                    for offer in offers:  # outside the lock: a full queue records a drop
-                        self.evaluator.offer(*offer)
-            except Exception:  # deliberate
-                self._fault()
+    def drain(self, flush: bool = False, final: bool = False, budget: float | None = None) -> None:
+        """Aggregate the ended spans queued when this began; every collection calls this first.
+
+        ``budget`` (seconds; collections pass ``spanmeter.aggregate.COLLECT_BUDGET``) bounds the wait for
+        another aggregator and the work: what is left stays queued for the next round, so a
+        scrape under overload is quick and a little behind instead of slow.
+        """
+        if budget is None:
+            self._drain_lock.acquire()
+        elif not self._drain_lock.acquire(timeout=budget):
+            return  # the aggregating thread is at it: serve what is aggregated
+        try:
+            if self.pricer is not None:
+                self.pricer.refresh_if_due()
+            pending = self._pending
+            popleft = pending.popleft
+            reconciler = self._reconciler
+            now = time.monotonic()
+            deadline = None if budget is None else now + budget
+            for n in range(len(pending)):  # bounded: producers may keep adding
+                if deadline is not None and n % 256 == 255 and time.monotonic() > deadline:
+                    break
+                item = popleft()
+                try:
+                    entry = self._entry(item)
+                    if entry.node is not None and entry.record.kind == _INFERENCE:
+                        outer = entry.node.inference_above(_attributes)
+                        if outer is not None:
+                            entry.outers = (outer,)
+                    reconciler.add(entry, now)
+                except Exception:  # deliberate: one bad span must not cost the others
+                    self._fault()
+            released = reconciler.release(now, flush, final)
+            state = self.state
+            shed = self._shed
+            if shed != self._shed_reported:
+                state.count("shed", ("backlog",), shed - self._shed_reported)
+                self._shed_reported = shed
+            for start in range(0, len(released), _BATCH):
+                offers = []
+                with state.lock:
+                    for entry in released[start : start + _BATCH]:
+                        try:
+                            offer = self._aggregate(entry)
+                        except Exception:  # deliberate: one bad span must not cost the others
+                            self._fault_locked()
+                            continue
+                        if offer is not None:
+                            offers.append(offer)
+                for offer in offers:  # outside the lock: a full queue records a drop
+                    self.evaluator.offer(*offer)
+        except Exception:  # deliberate
+            self._fault()
+        finally:
+            self._drain_lock.release()
 
     @staticmethod
     def _entry(item) -> Entry:
@@ -456,7 +470,7 @@ class SpanmeterProcessor(SpanProcessor):
         try:
             if not isinstance(conversation_id, str):
                 return False
-            self.drain()  # its last turns may still be waiting
+            self.drain(flush=True)  # its last turns may still be waiting
             with self.state.lock:
                 return self.state.end_conversation_locked(
                     conversation_id, escalated=escalated is True, agent=None, now=time.monotonic()

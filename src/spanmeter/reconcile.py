@@ -1,7 +1,9 @@
 """Reconciliation: which ended inference spans are one LLM call. The one place that decides it.
 
 Ended spans wait here ``window`` seconds (1 by default) before they are aggregated, in the
-order they ended; identity is decided while they wait. Rules (stated once here and in the
+order they ended; identity is decided while they wait. They wait only once inference spans of
+two instrumentation scopes or more were seen in the process: with one instrumentation
+nothing can pair across scopes (rules 1 and 3 need no wait), and spans are aggregated at once. Rules (stated once here and in the
 README):
 
 1. **Nested**: an inference span that encloses others (a framework's LLM span around an SDK
@@ -132,6 +134,7 @@ class Reconciler:
         self._wrappers: dict = {}  # enclosing span id -> [calls, token types seen (bits), calls without usage]
         self._awaiting: dict = {}  # scope -> deque of calls waiting for their usage (rule 3)
         self._late: deque[Entry] = deque()  # aggregated calls still waiting for their usage
+        self._scopes: set = set()  # instrumentation scopes of the inference spans seen (a few)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -141,6 +144,8 @@ class Reconciler:
         entry.arrival = now
         record = entry.record
         if record.kind == _INFERENCE:
+            if entry.scope not in self._scopes and len(self._scopes) < 64:
+                self._scopes.add(entry.scope)
             for outer in entry.outers:  # set by the caller: the inference span it is nested in
                 self._enclosing.add(outer)
             if entry.span_id in self._enclosing:
@@ -271,7 +276,7 @@ class Reconciler:
 
         ``final`` (at shutdown) also gives up on calls still waiting for their usage."""
         flush = flush or final
-        cutoff = now - self.window
+        cutoff = now - (self.window if len(self._scopes) > 1 else 0.0)
         held = self._held
         out = []
         while held and (flush or held[0].arrival <= cutoff or len(held) > self.max_entries):
