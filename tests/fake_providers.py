@@ -351,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         usage = {"promptTokenCount": u.input, "candidatesTokenCount": u.output, "thoughtsTokenCount": u.reasoning,
                  "cachedContentTokenCount": u.cache_read, "totalTokenCount": u.input + u.output + u.reasoning}
 
-        response_id = f"resp-{len(self.server.requests)}"  # each response its own id, as the real API's
+        response_id = f"resp-{len(self.server.requests)}" if self.server.unique_ids else "resp-42"
         call = self._gemini_function_call(request)
 
         def response(text, finish=None, with_usage=True):

@@ -44,6 +44,8 @@ _NO_TOKENS = (None, None, None, None, None)
 #: Roles of a released entry besides a plain span.
 LATE_USAGE = 1  # usage (and cost) of a call aggregated earlier; ``target`` is that call
 NO_USAGE = 2  # a call that waited for its usage in vain: count it without usage
+#: Candidates looked at per span when pairing by usage or model family (rule 2).
+SCAN = 32
 
 
 class Entry:
@@ -180,26 +182,29 @@ class Reconciler:
         if fam is not None:
             if _has_usage(record):
                 ukey = (fam, record.input, record.output)
-                for p in self._by_usage.get(ukey, {}).values():
-                    if self._fits(p, e):
-                        self._merge(p, e)
-                        return True
-                for p in self._usageless.get(fam, {}).values():
-                    if self._fits(p, e):
-                        self._merge(p, e)
-                        return True
+                if self._pair_in(self._by_usage.get(ukey), e) or self._pair_in(self._usageless.get(fam), e):
+                    return True
                 self._by_usage.setdefault(ukey, {})[id(e)] = e
                 keys.append((self._by_usage, ukey, id(e)))
             else:
-                for p in self._by_family.get(fam, {}).values():
-                    if self._fits(p, e):
-                        self._merge(p, e)
-                        return True
+                if self._pair_in(self._by_family.get(fam), e):
+                    return True
                 self._usageless.setdefault(fam, {})[id(e)] = e
                 keys.append((self._usageless, fam, id(e)))
             self._by_family.setdefault(fam, {})[id(e)] = e
             keys.append((self._by_family, fam, id(e)))
         e.keys = keys
+        return False
+
+    def _pair_in(self, candidates, e: Entry) -> bool:
+        """Merge ``e`` into the first fitting candidate among the oldest :data:`SCAN` ones."""
+        if candidates:
+            for n, p in enumerate(candidates.values()):
+                if n == SCAN:  # a flood of look-alike calls: the cost stays bounded
+                    break
+                if self._fits(p, e):
+                    self._merge(p, e)
+                    return True
         return False
 
     @staticmethod
