@@ -44,7 +44,7 @@ class Node:
     def __init__(self, span, parent: Node | None, kind, attributes=None, span_name: str = ""):
         self.span = span
         self.parent = parent
-        self.kind = None
+        self.kind: int | None = None
         self.name = None
         self.named = False
         self.wraps_named = False
@@ -125,7 +125,7 @@ def agent_of(node: Node | None, attributes_of=None):
     if run is None or run.is_workflow:
         return None
     if not run.named and run.span is not None and not run.ended and attributes_of is not None:
-        run.rename(*c.run_name(attributes_of(run.span), run.kind, getattr(run.span, "name", "")))
+        run.rename(*c.run_name(attributes_of(run.span), run.kind or c.KIND_AGENT, getattr(run.span, "name", "")))
     return run.name
 
 

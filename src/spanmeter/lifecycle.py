@@ -47,11 +47,11 @@ class ProcessorSlot(SpanProcessor):
         # Instance attributes shadow the methods: the SDK calls sp.on_end(span) per span.
         targets = self._targets
         if not targets:
-            self.on_start = self.on_end = self._on_ending = _ignore
+            self.on_start = self.on_end = self._on_ending = _ignore  # type: ignore[method-assign]
         elif len(targets) == 1:
             (only,) = targets
-            self.on_start, self.on_end = only.on_start, only.on_end
-            self._on_ending = getattr(only, "_on_ending", _ignore)
+            self.on_start, self.on_end = only.on_start, only.on_end  # type: ignore[method-assign]
+            self._on_ending = getattr(only, "_on_ending", _ignore)  # type: ignore[method-assign]
         else:
 
             def on_start(span, parent_context=None):
@@ -66,7 +66,7 @@ class ProcessorSlot(SpanProcessor):
                 for t in targets:
                     getattr(t, "_on_ending", _ignore)(span)
 
-            self.on_start, self.on_end, self._on_ending = on_start, on_end, on_ending
+            self.on_start, self.on_end, self._on_ending = on_start, on_end, on_ending  # type: ignore[method-assign]
 
     def shutdown(self) -> None:  # the provider shuts down: so do the attached processors
         for t in self._targets:

@@ -69,7 +69,7 @@ class Entry:
         self.dead = False
         self.paired = False
         self.wrapper = False
-        self.outers = ()
+        self.outers: tuple = ()
         self.role = 0
         self.target = None
         self.call = True
@@ -167,7 +167,7 @@ class Reconciler:
     def _pair(self, e: Entry) -> bool:
         """Rule 2: merge ``e`` into a waiting span of the same call; True when it was."""
         record = e.record
-        keys = []
+        keys: list[tuple] = []
         rid = record.response_id
         if rid.__class__ is str and rid:
             k = c.key(rid)

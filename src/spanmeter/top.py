@@ -262,7 +262,7 @@ def render(state: State, now: float, screen_width: int = 120):
     for row, cells in zip(rows, body):
         trend = [topdata.sparkline(trends.get(_row_name(state.view, row), []), spark)] if spark else []
         drawn.add_row(*cells[:shown], *trend)
-    parts = [title, Text(text, style=style), tabs, Text("")]
+    parts: list = [title, Text(text, style=style), tabs, Text("")]
     if len(state.history) >= 2:
         parts += [drawn, Text("")]
     if len(state.history) >= 2 and not rows:
@@ -323,7 +323,7 @@ class _Keys:
     def __exit__(self, *exc):
         import termios
 
-        termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)  # type: ignore[arg-type]
 
     def read(self, timeout: float) -> str | None:
         ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))

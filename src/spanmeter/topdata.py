@@ -405,7 +405,8 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: list[float | None], width: int) -> str:
     """The last ``width`` values as block characters scaled to their maximum (blank: no figure)."""
-    values = [None] * (width - len(values)) + values[-width:]  # newest at the right edge
+    padding: list[float | None] = [None] * (width - len(values))
+    values = padding + values[-width:]  # newest at the right edge
     top = max((v for v in values if v is not None), default=0.0)
     out = []
     for v in values:
