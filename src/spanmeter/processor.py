@@ -339,8 +339,8 @@ class SpanmeterProcessor(SpanProcessor):
             return self._price(record.provider, record.model, None, tokens, end, attrs)  # a span cost, if any
         state = self.state
         model_label = state.guards["model"].admit(record.model, state) if record.model is not None else c.UNKNOWN
-        if model_label == OTHER:  # past the model label's limit: no catalogue lookup per new name
-            return UNPRICED
+        if model_label == OTHER or (record.model.__class__ is str and len(record.model) > c.MAX_LABEL_LENGTH):
+            return UNPRICED  # past the label's limit, or no model name: no catalogue lookup per new name
         response_model = record.response_model
         if response_model is not None and state.guards["model"].admit(response_model, state) == OTHER:
             response_model = None
