@@ -59,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Content-Type": "application/json"}
         if gzip_it:
             self.server.sent.append(body)
-            body = gzip.compress(body)
+            body = gzip.compress(body, mtime=0)  # the same bytes for the same body, whenever sent
             headers["Content-Encoding"] = "gzip"
         else:
             self.server.sent.append(body)
