@@ -271,6 +271,23 @@ def conversations():
     ]  # fmt: skip
 
 
+def workflows():
+    W = 'gen_ai_workflow_name=~".+"'
+    runs = f"sum by (gen_ai_workflow_name) ({_rate('gen_ai.invoke_workflow.duration', W, '_count')})"
+    return [
+        ts("Workflow runs", "Workflows (spans that coordinate agent runs: invoke_workflow, or a nameless "
+           "agent span around named ones) per second.", "reqps", (runs, "{{gen_ai_workflow_name}}"), width=8),
+        ts("Workflow latency (P95)", "End-to-end duration of a workflow, all its agent runs included.", "s",
+           (_quantile(0.95, "gen_ai.invoke_workflow.duration", "gen_ai_workflow_name", W),
+            "{{gen_ai_workflow_name}} P95"), width=8),
+        ts("Calls per workflow", "Model inference calls and tool calls one workflow makes, all its agent "
+           "runs included (mean).", "short",
+           (_mean("gen_ai.invoke_workflow.inference_calls", "gen_ai_workflow_name", W), "{{gen_ai_workflow_name}} LLM calls"),
+           (_mean("gen_ai.invoke_workflow.tool_calls", "gen_ai_workflow_name", W), "{{gen_ai_workflow_name}} tool calls"),
+           width=8),
+    ]  # fmt: skip
+
+
 SECTIONS = (
     ("Overview", overview),
     ("Model performance", model_performance),
@@ -278,6 +295,7 @@ SECTIONS = (
     ("Cost", cost),
     ("Quality", quality),
     ("Conversations", conversations),
+    ("Workflows", workflows),
 )
 
 

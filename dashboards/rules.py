@@ -131,6 +131,8 @@ def recording_rules() -> dict[str, list[Record]]:
         Record(TOKENS_AVG.format("30m"), _tokens_avg("30m")),
         Record(TOKENS_AVG.format("1d"), _tokens_avg("1d")),
         Record(TOOLS_PRESENT, f"group by (agent_name, tool_name) ({m('agent_tool_calls')})"),
+        Record("gen_ai_workflow_name_le:gen_ai_invoke_workflow_duration_seconds_bucket:rate5m",
+               f"sum by (gen_ai_workflow_name, le) (rate({m('gen_ai.invoke_workflow.duration', '_bucket')}[5m]))"),
     ]  # fmt: skip
     slo = [Record(FAILED.format(w), _failed_ratio(w)) for w in SLO_WINDOWS]
     slo += [Record(SLOW.format(w), _slow_ratio(w)) for w in SLO_WINDOWS]

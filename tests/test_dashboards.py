@@ -11,7 +11,7 @@ from dashboards import assets, generate
 from dashboards.promql import check, exposed_series, m, operands, references
 from spanmeter import catalog
 
-SECTIONS = ["Overview", "Model performance", "Tool performance", "Cost", "Quality", "Conversations"]
+SECTIONS = ["Overview", "Model performance", "Tool performance", "Cost", "Quality", "Conversations", "Workflows"]
 
 
 def _recorded_labels() -> dict[str, frozenset[str]]:

@@ -103,6 +103,9 @@ def run_round(meter, number: int) -> None:
             span, at = _span(tracer, f"execute_tool {tool}", attrs, at, secs, err, ctx)
             span.end(end_time=at)
         run.end(end_time=run_end)
+    workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "nightly_digest"}
+    span, end = _span(tracer, "invoke_workflow nightly_digest", workflow, t, 2.5)  # a workflow of no agent run
+    span.end(end_time=end)
     for agent, turns, escalated in CONVERSATIONS:
         meter.record_conversation(agent, turns=turns, escalated=escalated)
 

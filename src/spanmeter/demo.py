@@ -11,6 +11,8 @@ spanmeter's ``/metrics`` endpoint.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import random
 import shutil
@@ -324,7 +326,7 @@ class Workload:
         conversation = self._conversation(agent)
         status = "success"
         try:
-            with self.meter.agent_run(agent, conversation_id=conversation) as run:
+            with self._workflow(agent), self.meter.agent_run(agent, conversation_id=conversation) as run:
                 question = f"help me with my {agent} question " * 5
                 run.record_input(question)
                 answer = self._steps(agent, profile, question, run)
@@ -339,6 +341,17 @@ class Workload:
                 self._busy.discard(conversation)
         self.tally.add(**{status: 1})
         return status
+
+    def _workflow(self, agent: str):
+        """Research runs inside a workflow span (GenAI ``invoke_workflow``), as orchestration
+        frameworks emit them: the workflow metrics get data."""
+        if agent != "research":
+            return contextlib.nullcontext()
+        tracer = self.meter.tracer_provider.get_tracer("spanmeter.demo")
+        return tracer.start_as_current_span(
+            "invoke_workflow research_pipeline",
+            attributes={"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "research_pipeline"},
+        )
 
     def _steps(self, agent: str, profile: AgentProfile, question: str, run) -> str:
         messages = [{"role": "user", "content": question}]
