@@ -279,6 +279,8 @@ class Terminal:
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
         env = {**os.environ, "TERM": "xterm-256color"}
+        # rich reads these before the terminal's own size: say the same size in both
+        env.update(COLUMNS=str(cols), LINES=str(rows))
         self.child = pexpect.spawn(sys.executable, ["-m", "spanmeter", "top", *args], env=env,
                                    dimensions=(rows, cols))  # fmt: skip
 
