@@ -202,10 +202,14 @@ class Spanmeter:
         # deadline; an export still in flight then is left behind (and counted as not sent).
         if self.push is not None:
             self.push.stop(max(0.0, deadline - time.monotonic()) * 1000)
-        for reader in (self.reader, self.push and self.push.reader):
-            if reader is not None:
-                self.meter_provider.remove_metric_reader(reader)
-        if self._owns_meter_provider:
+        # A provider shared with the app keeps working without spanmeter's readers; before SDK
+        # 1.43 readers cannot be removed, so spanmeter's own provider is stopped instead.
+        detach = not self._owns_meter_provider and hasattr(self.meter_provider, "remove_metric_reader")
+        if detach:
+            for reader in (self.reader, self.push and self.push.reader):
+                if reader is not None:
+                    self.meter_provider.remove_metric_reader(reader)
+        else:
             self.meter_provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
         if self.push is None:
             return True
@@ -358,10 +362,12 @@ def setup(
     readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None
     if meter_provider is None:
-        # spanmeter's exit hook stops it within the shutdown deadline, not the SDK's (30 s)
-        meter_provider = MeterProvider(resource=resource, shutdown_on_exit=False)
-    for r in readers:
-        meter_provider.add_metric_reader(r)
+        # spanmeter's exit hook stops it within the shutdown deadline, not the SDK's (30 s);
+        # readers given to the constructor: add_metric_reader exists from SDK 1.43 only
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    else:
+        for r in readers:
+            meter_provider.add_metric_reader(r)
     _register_info(meter_provider)
 
     server = None
@@ -371,10 +377,11 @@ def setup(
         try:
             server = _endpoint.serve(registry or REGISTRY, host, port, tls=tls, auth=basic_auth)
         except OSError as exc:
-            for r in readers:
-                meter_provider.remove_metric_reader(r)
             if owns:
                 meter_provider.shutdown()
+            else:
+                for r in readers:
+                    meter_provider.remove_metric_reader(r)
             processor.shutdown()
             pricer.stop()
             if push is not None:
@@ -485,7 +492,8 @@ def configure(**kwargs: Any) -> Spanmeter:
             current = trace.get_tracer_provider()
             if isinstance(current, TracerProvider):
                 kwargs["tracer_provider"] = current
-        if kwargs.get("meter_provider") is None and metrics.get_meter_provider() is _global_meter_provider:
+        if (kwargs.get("meter_provider") is None and metrics.get_meter_provider() is _global_meter_provider
+                and hasattr(_global_meter_provider, "add_metric_reader")):  # joining needs SDK >= 1.43  # fmt: skip
             # The app may hold instruments of it: join it again, when its identity (resource)
             # is the one this call asks for.
             wanted = kwargs.get("resource") or _resource(kwargs.get("service_name"), kwargs.get("tracer_provider"))
