@@ -204,13 +204,15 @@ class Spanmeter:
             self.push.stop(max(0.0, deadline - time.monotonic()) * 1000)
         # A provider shared with the app keeps working without spanmeter's readers; before SDK
         # 1.43 readers cannot be removed, so spanmeter's own provider is stopped instead.
-        detach = not self._owns_meter_provider and hasattr(self.meter_provider, "remove_metric_reader")
-        if detach:
+        if hasattr(self.meter_provider, "remove_metric_reader"):
             for reader in (self.reader, self.push and self.push.reader):
                 if reader is not None:
                     self.meter_provider.remove_metric_reader(reader)
-        else:
-            self.meter_provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+        if self._owns_meter_provider or not hasattr(self.meter_provider, "remove_metric_reader"):
+            try:
+                self.meter_provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+            except Exception:  # deliberate: a reader that failed to stop must not fail shutdown()
+                _log.warning("spanmeter: a metric reader failed to shut down", exc_info=True)
         if self.push is None:
             return True
         failures = self.push.abandon()  # what is still in flight now is lost too
