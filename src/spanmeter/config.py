@@ -204,15 +204,15 @@ class Spanmeter:
             self.push.stop(max(0.0, deadline - time.monotonic()) * 1000)
         # A provider shared with the app keeps working without spanmeter's readers; before SDK
         # 1.43 readers cannot be removed, so spanmeter's own provider is stopped instead.
-        if hasattr(self.meter_provider, "remove_metric_reader"):
-            for reader in (self.reader, self.push and self.push.reader):
-                if reader is not None:
-                    self.meter_provider.remove_metric_reader(reader)
         if self._owns_meter_provider or not hasattr(self.meter_provider, "remove_metric_reader"):
             try:
                 self.meter_provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
-            except Exception:  # deliberate: a reader that failed to stop must not fail shutdown()
-                _log.warning("spanmeter: a metric reader failed to shut down", exc_info=True)
+            except Exception:  # deliberate: what a reader could not send is counted and logged below
+                _log.debug("spanmeter: a metric reader failed to shut down", exc_info=True)
+        else:
+            for reader in (self.reader, self.push and self.push.reader):
+                if reader is not None:
+                    self.meter_provider.remove_metric_reader(reader)
         if self.push is None:
             return True
         failures = self.push.abandon()  # what is still in flight now is lost too

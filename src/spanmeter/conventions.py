@@ -295,8 +295,10 @@ def _usage(tokens: tuple, excludes_cache: bool = False) -> tuple[tuple, list | N
     (``excludes_cache``) or when it is smaller than they are.
     """
     drops = None
-    if any(t is not None and not (t.__class__ is int and 0 <= t <= MAX_TOKENS) for t in tokens):
-        tokens, drops = coerce_tokens(tokens)
+    for t in tokens:  # a loop, not any(genexpr): this runs for every inference span
+        if t is not None and not (t.__class__ is int and 0 <= t <= MAX_TOKENS):
+            tokens, drops = coerce_tokens(tokens)
+            break
     i, o, cr, cw, rs = tokens
     if i is not None and (cr or cw) and (excludes_cache or i < (cr or 0) + (cw or 0)):
         i += (cr or 0) + (cw or 0)

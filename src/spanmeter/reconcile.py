@@ -1,9 +1,10 @@
 """Reconciliation: which ended inference spans are one LLM call. The one place that decides it.
 
 Ended spans wait here ``window`` seconds (1 by default) before they are aggregated, in the
-order they ended; identity is decided while they wait. They wait only once inference spans of
-two instrumentation scopes or more were seen in the process: with one instrumentation
-nothing can pair across scopes (rules 1 and 3 need no wait), and spans are aggregated at once. Rules (stated once here and in the
+order they ended; identity is decided while they wait. They wait, and rule 2 scans for
+partners, only once inference spans of two instrumentation scopes or more were seen in the
+process: with one instrumentation nothing can pair across scopes (rules 1 and 3 need no
+wait), and spans are aggregated at once. Rules (stated once here and in the
 README):
 
 1. **Nested**: an inference span that encloses others (a framework's LLM span around an SDK
@@ -172,7 +173,7 @@ class Reconciler:
         if rid.__class__ is str and rid:
             k = c.key(rid)
             p = self._by_id.get(k)
-            if p is not None and self._fits(p, e):
+            if p is not None and p.scope != e.scope and self._fits(p, e):
                 self._merge(p, e)
                 return True
             if p is None or p.dead or p.paired:
@@ -198,7 +199,7 @@ class Reconciler:
 
     def _pair_in(self, candidates, e: Entry) -> bool:
         """Merge ``e`` into the first fitting candidate among the oldest :data:`SCAN` ones."""
-        if candidates:
+        if candidates and len(self._scopes) > 1:  # with one scope nothing pairs: no scan
             for n, p in enumerate(candidates.values()):
                 if n == SCAN:  # a flood of look-alike calls: the cost stays bounded
                     break
