@@ -315,7 +315,7 @@ class SpanmeterProcessor(SpanProcessor):
         if role == LATE_USAGE:  # the usage of a call counted earlier
             target = e.target
             tokens = e.record.tokens
-            priced = self._price_call(target.record, tokens, e.end, e.attrs, target.agent)
+            priced = self._price_call(target.record, tokens, e.end, e.attrs)
             state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
                                   priced=priced)  # fmt: skip
             ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)
@@ -326,13 +326,13 @@ class SpanmeterProcessor(SpanProcessor):
         e.agent = agent
         duration, drop = _duration(e.start, e.end)
         tokens = e.tokens
-        priced = self._price_call(record, tokens, e.end, e.attrs, agent) if e.price_it else None
+        priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
         state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
                               ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
         ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
         self._drops(record.drops, drop)
 
-    def _price_call(self, record, tokens, end, attrs, agent):
+    def _price_call(self, record, tokens, end, attrs):
         if self._price is None:
             return None
         if tokens[0] is None and tokens[1] is None and tokens[2] is None and tokens[3] is None:
