@@ -31,6 +31,7 @@ from spanmeter import catalog
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, TABLES, MetricSpec
 from spanmeter import conventions as c
 from spanmeter.conventions import MAX_LABEL_LENGTH, TOKEN_TYPES, UNKNOWN, coerce_label
+from spanmeter.conventions import MODALITIES, MODALITY_SPLIT_TYPES
 from spanmeter.conversations import ENDED_BY_APP, ENDED_EVICTED, ENDED_IDLE, ConversationTracker
 from spanmeter.pricing import UNPRICED
 
@@ -48,6 +49,7 @@ DEFAULT_LABEL_LIMITS: dict[str, int] = {
     "tool_type": 30,
     "metric_type": 50,
     "workflow": 100,
+    "finish_reason": 30,  # gen_ai.response.finish_reasons values (a label of model_finish_reasons)
 }
 # Dimensions whose values come from spans or from the application, and the guard
 # (limit) that admits them; response models share the model guard.
@@ -117,6 +119,7 @@ class ModelSeries:
     __slots__ = (
         "dims", "count", "duration", "tokens", "token_input", "token_output", "cost",
         "priced", "unpriced_calls", "unpriced_tokens", "time_to_first_chunk",
+        "modality_tokens", "finish_reasons", "output_rate",
     )  # fmt: skip
 
     def __init__(self, dims):
@@ -131,20 +134,64 @@ class ModelSeries:
         self.unpriced_calls = 0
         self.unpriced_tokens = [0] * len(TOKEN_TYPES)
         self.time_to_first_chunk = _hist("model", "time_to_first_chunk")  # streamed calls only
+        #: tokens by (type, gen_ai.token.modality): index type * len(MODALITIES) + modality
+        self.modality_tokens = [0] * (len(TOKEN_TYPES) * len(MODALITIES))
+        self.finish_reasons: dict[str, int] = {}  # finish_reason label -> generations
+        self.output_rate = _hist("model", "output_rate")  # streamed calls with output tokens
 
     def snapshot(self, now: float) -> dict:
         ttfc = self.time_to_first_chunk.snapshot()
-        return {
+        rate = self.output_rate.snapshot()
+        snap = {f"usage_{t}": _by_modality(self.modality_tokens, n) for n, t in enumerate(TOKEN_TYPES)}
+        tin, tout = self.token_input.snapshot(), self.token_output.snapshot()
+        snap.update({
+            "operation_input_tokens": tin if sum(tin[0]) else None,
+            "operation_output_tokens": tout if sum(tout[0]) else None,
+            "finish_reasons": dict(self.finish_reasons) or None,
+            "output_rate": rate if sum(rate[0]) else None,
+        })
+        return snap | {
             "count": self.count,
             "time_to_first_chunk": ttfc if sum(ttfc[0]) else None,
             "duration": self.duration.snapshot(),
             "tokens": list(self.tokens),
-            "token_usage": (self.token_input.snapshot(), self.token_output.snapshot()),
+            "token_usage": (tin, tout),
             # no cost point for a series that was never priced: absent is not $0
             "cost": self.cost if self.priced else None,
             "unpriced_calls": self.unpriced_calls if self.unpriced_calls else None,
             "unpriced_tokens": list(self.unpriced_tokens) if self.unpriced_calls else None,
         }
+
+
+def _by_modality(counts: list[int], n: int) -> dict[str, int]:
+    """Tokens of type ``n`` by modality: the modalities seen, else ``unknown`` (0 included:
+    the conventions record a call without usage as 0 unknown)."""
+    width = len(MODALITIES)
+    out = {m: v for m, v in zip(MODALITIES, counts[n * width : (n + 1) * width]) if v}
+    return out or {MODALITIES[-1]: 0}
+
+
+def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> None:
+    """Add one call's ``tokens`` (TOKEN_TYPES order) to ``counts`` by modality.
+
+    ``split`` is the span's text/image/audio counts (``conventions.MODALITY_TOKEN_ATTRIBUTES``
+    order) or None; what the split does not cover of a total is ``unknown``, never negative.
+    """
+    width = len(MODALITIES)
+    unknown = width - 1
+    types = len(MODALITY_SPLIT_TYPES)
+    for n, total in enumerate(tokens):
+        if total is None:
+            continue
+        known = 0
+        if split is not None and n < types:
+            for m in range(unknown):
+                part = split[m * types + n]
+                if part:
+                    counts[n * width + m] += part
+                    known += part
+        if total > known:
+            counts[n * width + unknown] += total - known
 
 
 class ToolSeries:
@@ -371,6 +418,9 @@ class State:
         self.max_conversations = max_conversations
         #: Called before each snapshot: processors aggregate the spans still waiting.
         self.drainers: list = []
+        #: GenAI metric names not produced (v1.41 ones by default); set from
+        #: ``OTEL_SEMCONV_STABILITY_OPT_IN`` at configure time (:func:`catalog.semconv_mode`).
+        self.excluded_metrics: frozenset[str] = catalog.excluded_names(frozenset({catalog.SEMCONV_CURRENT}))
         self._reset()
         # A forked child must not inherit a lock held by another thread of the parent,
         # nor report the parent's counts a second time.
@@ -493,6 +543,10 @@ class State:
                 series.token_input.observe(i)
             if o is not None:
                 series.token_output.observe(o)
+            # a late usage span's split is not on the call's record: all of it is "unknown" then
+            add_modalities(series.modality_tokens, tokens, record.modality_tokens if call else None)
+        if call:
+            self._call_extras_locked(series, record, tokens, duration, ttfc)
         if priced is not None:
             if priced is UNPRICED:
                 series.unpriced_calls += 1
@@ -506,6 +560,22 @@ class State:
                 series.priced = True
                 self.priced_by[source].count += 1
         return series
+
+    def _call_extras_locked(self, series, record, tokens, duration, ttfc) -> None:
+        """Finish reasons and output speed of a call (the current GenAI conventions' additions)."""
+        reasons = record.finish_reasons
+        if reasons is not None:
+            guard = self.guards["finish_reason"]
+            counts = series.finish_reasons
+            for raw in reasons:
+                label = guard.admit(raw, self)
+                counts[label] = counts.get(label, 0) + 1
+        output = tokens[1]
+        if ttfc is not None and output and duration is not None and duration > ttfc:
+            # reasoning comes before the first visible chunk: the stream carries the rest
+            visible = output - (tokens[4] or 0)
+            if visible > 0:
+                series.output_rate.observe(visible / (duration - ttfc))
 
     def add_tool_locked(self, agent, record, duration) -> None:
         status = c.status_of(record.error_type)
@@ -624,22 +694,37 @@ def _merge_hist(acc, snap, ranges):
 
 
 def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Metric]:
-    """OpenTelemetry metric data for every metric of the catalogue, cumulative."""
+    """OpenTelemetry metric data for every metric of the catalogue, cumulative.
+
+    GenAI names the state's ``semconv`` mode leaves out (``OTEL_SEMCONV_STABILITY_OPT_IN``,
+    :func:`spanmeter.catalog.semconv_mode`) are not produced.
+    """
     snap = state.snapshot()
     start, now = state.start_ns, time.time_ns()
+    leave_out = state.excluded_metrics
     out = []
     for spec in metrics:
         rows = snap[spec.table]
-        if not rows:
+        if not rows or spec.name in leave_out:
             continue
         dims = TABLES[spec.table]
         index = [dims.index(dim) for _, dim in spec.labels]
         keys = [key for key, _ in spec.labels]
         fan = spec.fan_out[1] if spec.fan_out else (None,)
+        dynamic = spec.fan_out is not None and not fan  # values are {label value: count}
+        where = (dims.index(spec.rows[0]), frozenset(spec.rows[1]), spec.rows[2]) if spec.rows else None
         groups: dict[tuple, list] = {}
         for row_dims, fields in rows:
             value = fields[spec.field]
             if value is None:
+                continue
+            if where is not None and (row_dims[where[0]] in where[1]) is not where[2]:
+                continue
+            if dynamic:
+                group = tuple(row_dims[i] for i in index)
+                acc = groups.setdefault(group, {})
+                for label, n in value.items():
+                    acc[label] = acc.get(label, 0) + n
                 continue
             group = tuple(row_dims[i] for i in index)
             acc = groups.get(group)
@@ -659,7 +744,8 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
         points = []
         for group, values in groups.items():
             base = {k: v for k, v in zip(keys, group) if v is not None}
-            for fan_value, value in zip(fan, values):
+            pairs = values.items() if dynamic else zip(fan, values)
+            for fan_value, value in pairs:
                 attributes = dict(base)
                 if spec.fan_out:
                     attributes[spec.fan_out[0]] = fan_value

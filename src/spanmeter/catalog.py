@@ -7,16 +7,24 @@ dashboards are generated from or checked against this module.
 
 Names follow the reference article (``agent_*``, ``model_*``) so that the names
 Prometheus exposes are exactly the article's; the GenAI convention metrics
-(``gen_ai.*``) follow the OpenTelemetry GenAI semantic conventions
-(https://github.com/open-telemetry/semantic-conventions-genai, docs/gen-ai/gen-ai-metrics.md).
+(``gen_ai.*``) follow the OpenTelemetry GenAI semantic conventions as they stand on
+https://github.com/open-telemetry/semantic-conventions-genai (:data:`GENAI_SEMCONV`:
+docs/gen-ai/client-inference.md, client-embeddings.md, gen-ai-token-metrics.md), with the
+v1.41 names they replaced available through ``OTEL_SEMCONV_STABILITY_OPT_IN``
+(:func:`semconv_mode`). Each metric says where its name comes from (``MetricSpec.source``).
 """
 
 from __future__ import annotations
 
 import re
+import logging
+import os
 from dataclasses import dataclass
+from typing import Mapping
 
-from spanmeter.conventions import TOKEN_TYPES
+from spanmeter.conventions import MODALITIES, TOKEN_TYPES
+
+_log = logging.getLogger("spanmeter")
 
 COUNTER = "counter"
 HISTOGRAM = "histogram"
@@ -70,6 +78,8 @@ TOOL_CALLS_PER_RUN_BUCKETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0
 TOKENS_PER_RUN_BUCKETS = (
     100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6,
 )  # fmt: skip
+#: Output tokens per second of streamed calls (spanmeter's).
+OUTPUT_RATE_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 COST_PER_RUN_BUCKETS = (
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -77,6 +87,30 @@ COST_PER_RUN_BUCKETS = (
 #: Costs are summed as integers of femto-dollars (1e-15 $), so a million tiny costs add
 #: up exactly; the exported value is that integer divided by this (correctly rounded).
 COST_DIVISOR = 10**15
+
+
+# --- where names come from ------------------------------------------------------------------
+#: The semantic-conventions-genai state the current ``gen_ai.*`` names were checked against
+#: (main, late 2026: client-inference.md, client-embeddings.md, gen-ai-token-metrics.md,
+#: changelog.d/374.breaking.md, +.breaking.md, +embeddings.breaking.md); Development stability.
+GENAI_SEMCONV = "semantic-conventions-genai main @024a4f9"
+SEMCONV_CURRENT = "current"
+SEMCONV_V141 = "v1.41"
+SEMCONV_BOTH = "both"
+SOURCES = {
+    SEMCONV_CURRENT: f"GenAI semconv ({GENAI_SEMCONV})",
+    SEMCONV_V141: "GenAI semconv v1.41 (opt-in: OTEL_SEMCONV_STABILITY_OPT_IN)",
+    SEMCONV_BOTH: "GenAI semconv (v1.41 and current)",
+    "article": "reference article",
+    "spanmeter": "spanmeter",
+}
+#: Metric names the reference article defines (the rest of the article family is spanmeter's,
+#: named in the article's style).
+ARTICLE_NAMES = frozenset({
+    "agent_requests", "agent_request_duration", "model_inference_duration", "model_inference_calls",
+    "agent_token_usage", "agent_estimated_cost_dollars", "agent_tool_calls", "agent_tool_call_duration",
+    "agent_quality_score", "agent_conversation_turns", "agent_escalation_rate",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,6 +132,26 @@ class MetricSpec:
     fan_out: tuple[str, tuple[str, ...]] | None = None
     family: str = "article"
     divisor: int = 1  # exported value = stored integer / divisor
+    # --- GenAI conventions as they stand now (issue 14) ---
+    #: Only rows whose ``rows[0]`` dimension is (``rows[2]`` True) or is not (False) one of
+    #: ``rows[1]``: inference and embeddings share the model table but not their metrics.
+    rows: tuple[str, tuple[str, ...], bool] | None = None
+    #: Which convention names it: ``SEMCONV_CURRENT``, ``SEMCONV_V141`` (names the current
+    #: conventions replaced, opt-in), or "" (the same name in both, or not a convention metric).
+    semconv: str = ""
+    #: Where the name comes from, for the README table; "" derives it (:attr:`origin`).
+    source: str = ""
+
+    @property
+    def origin(self) -> str:
+        """The README's "source" column: :attr:`source`, else derived from family and semconv."""
+        if self.source:
+            return self.source
+        if self.family == "genai":
+            return SOURCES[self.semconv or SEMCONV_BOTH]
+        if self.family == "self":
+            return SOURCES["spanmeter"]
+        return SOURCES["article" if self.name in ARTICLE_NAMES else "spanmeter"]
 
     @property
     def exposed_name(self) -> str:
@@ -113,6 +167,8 @@ class MetricSpec:
 
 _A = ("agent_name", "agent")
 _M = ("model_id", "model")
+_EMBEDDINGS = ("operation", ("embeddings",), True)
+_NOT_EMBEDDINGS = ("operation", ("embeddings",), False)
 _GENAI_MODEL_LABELS = (
     ("gen_ai.operation.name", "operation"),
     ("gen_ai.provider.name", "provider"),
@@ -149,6 +205,14 @@ METRICS: tuple[MetricSpec, ...] = (
                "Tokens used, by type: input (includes cache reads and writes), output "
                "(includes reasoning), cache_read, cache_write, reasoning.",
                "model", "tokens", (_A, _M), fan_out=("token_type", TOKEN_TYPES)),
+    MetricSpec("model_finish_reasons", COUNTER, "{generation}",
+               "Why the model stopped generating (gen_ai.response.finish_reasons: stop, length, "
+               "tool_calls, content_filter, ...), one per generation of a call.",
+               "model", "finish_reasons", (_A, _M), fan_out=("finish_reason", ())),
+    MetricSpec("model_output_tokens_per_second", HISTOGRAM, "{token}/s",
+               "Output speed of a streamed call: output tokens (less reasoning) over the time from "
+               "its first chunk to its end.",
+               "model", "output_rate", (_A, _M), OUTPUT_RATE_BUCKETS),
     # --- cost ---
     MetricSpec("agent_estimated_cost_dollars", COUNTER, "{USD}",
                "Estimated cost of model inference in US dollars, from each call's token usage "
@@ -201,19 +265,64 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("gen_ai.client.operation.duration", HISTOGRAM, "s",
                "GenAI operation duration.",
                "model", "duration", _GENAI_MODEL_LABELS, GENAI_DURATION_BUCKETS,
-               family="genai"),
+               family="genai", semconv=SEMCONV_V141),
     MetricSpec("gen_ai.client.operation.time_to_first_chunk", HISTOGRAM, "s",
                "Time from the request to the first chunk of a streamed response.",
                "model", "time_to_first_chunk", _GENAI_MODEL_LABELS, GENAI_DURATION_BUCKETS,
-               family="genai"),
+               family="genai", semconv=SEMCONV_V141),
     MetricSpec("gen_ai.client.token.usage", HISTOGRAM, "{token}",
                "Number of input and output tokens used.",
                "model", "token_usage", _GENAI_MODEL_LABELS[:4], GENAI_TOKEN_BUCKETS,
-               fan_out=("gen_ai.token.type", ("input", "output")), family="genai"),
+               fan_out=("gen_ai.token.type", ("input", "output")), family="genai", semconv=SEMCONV_V141),
+    # --- the current names (semantic-conventions-genai: client-inference.md, client-embeddings.md,
+    # gen-ai-token-metrics.md); they replace the three above, kept behind OTEL_SEMCONV_STABILITY_OPT_IN ---
+    MetricSpec("gen_ai.client.inference.duration", HISTOGRAM, "s",
+               "GenAI client inference operation duration (embeddings have their own).",
+               "model", "duration", _GENAI_MODEL_LABELS, GENAI_DURATION_BUCKETS,
+               family="genai", rows=_NOT_EMBEDDINGS, semconv=SEMCONV_CURRENT),
+    MetricSpec("gen_ai.client.inference.time_to_first_chunk", HISTOGRAM, "s",
+               "Time from the request to the first chunk of a streamed response (streamed calls only).",
+               "model", "time_to_first_chunk", _GENAI_MODEL_LABELS[:4], GENAI_DURATION_BUCKETS,
+               family="genai", rows=_NOT_EMBEDDINGS, semconv=SEMCONV_CURRENT),
+    *(MetricSpec(f"gen_ai.client.inference.usage.{name}", COUNTER, "{token}",
+                 f"{text}, by modality (unknown: what the span did not break down; 0 for a call "
+                 f"without usage).",
+                 "model", f"usage_{token_type}", _GENAI_MODEL_LABELS[:4],
+                 fan_out=("gen_ai.token.modality", ()), family="genai", rows=_NOT_EMBEDDINGS,
+                 semconv=SEMCONV_CURRENT)
+      for name, token_type, text in (
+          ("input_tokens", "input", "Input tokens used, including cached tokens"),
+          ("output_tokens", "output", "Output tokens used, including reasoning tokens"),
+          ("cache_read.input_tokens", "cache_read", "Input tokens served from a provider-managed cache"),
+          ("cache_write.input_tokens", "cache_write", "Input tokens written to a provider-managed cache"),
+          ("reasoning.output_tokens", "reasoning", "Output tokens used for reasoning"),
+      )),
+    MetricSpec("gen_ai.client.inference.operation.input_tokens", HISTOGRAM, "{token}",
+               "Input tokens per inference operation (percentiles; use the usage counters for totals).",
+               "model", "operation_input_tokens", _GENAI_MODEL_LABELS, GENAI_TOKEN_BUCKETS,
+               family="genai", rows=_NOT_EMBEDDINGS, semconv=SEMCONV_CURRENT),
+    MetricSpec("gen_ai.client.inference.operation.output_tokens", HISTOGRAM, "{token}",
+               "Output tokens per inference operation (percentiles; use the usage counters for totals).",
+               "model", "operation_output_tokens", _GENAI_MODEL_LABELS, GENAI_TOKEN_BUCKETS,
+               family="genai", rows=_NOT_EMBEDDINGS, semconv=SEMCONV_CURRENT),
+    MetricSpec("gen_ai.client.embeddings.duration", HISTOGRAM, "s",
+               "GenAI client embeddings operation duration.",
+               "model", "duration", _GENAI_MODEL_LABELS, GENAI_DURATION_BUCKETS,
+               family="genai", rows=_EMBEDDINGS, semconv=SEMCONV_CURRENT),
+    MetricSpec("gen_ai.client.embeddings.operation.input_tokens", HISTOGRAM, "{token}",
+               "Input tokens per embeddings operation.",
+               "model", "operation_input_tokens", _GENAI_MODEL_LABELS[:4], GENAI_TOKEN_BUCKETS,
+               family="genai", rows=_EMBEDDINGS, semconv=SEMCONV_CURRENT),
     MetricSpec("gen_ai.invoke_agent.duration", HISTOGRAM, "s",
                "The end-to-end duration of a single agent invocation.",
                "agent", "duration", (("gen_ai.agent.name", "agent"), ("error.type", "error_type")),
                GENAI_AGENT_DURATION_BUCKETS, family="genai"),
+    MetricSpec("gen_ai.invoke_agent.inference_calls", HISTOGRAM, "{inference_call}",
+               "Model inference calls made by one agent invocation (its own, not its sub-agents').",
+               "agent", "inference_calls", (("gen_ai.agent.name", "agent"),), GENAI_CALLS_BUCKETS, family="genai"),
+    MetricSpec("gen_ai.invoke_agent.tool_calls", HISTOGRAM, "{tool_call}",
+               "Tool calls made by one agent invocation.",
+               "agent", "tool_calls", (("gen_ai.agent.name", "agent"),), GENAI_CALLS_BUCKETS, family="genai"),
     MetricSpec("gen_ai.execute_tool.duration", HISTOGRAM, "s",
                "The duration of a single tool execution.",
                "tool", "duration",
@@ -284,23 +393,76 @@ METRICS: tuple[MetricSpec, ...] = (
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
 
+#: Fields that read the same histogram of a series under another name, (table, field) ->
+#: field: v1.41's input/output token histogram and the current per-operation ones.
+SHARED_FIELDS = {
+    ("model", "operation_input_tokens"): "token_usage",
+    ("model", "operation_output_tokens"): "token_usage",
+}
+
+
 def field_bounds(table: str, field: str) -> tuple[float, ...]:
     """Union of the buckets of every histogram reading ``table.field``, sorted.
 
     The processor counts each observation once on these bounds; each metric's own
     buckets are a subset, projected at collection time.
     """
+    field = SHARED_FIELDS.get((table, field), field)
     bounds: set[float] = set()
     for m in METRICS:
-        if m.table == table and m.field == field and m.kind == HISTOGRAM:
+        if m.table == table and SHARED_FIELDS.get((m.table, m.field), m.field) == field and m.kind == HISTOGRAM:
             bounds.update(m.buckets)
     return tuple(sorted(bounds))
+
+
+# --- OTEL_SEMCONV_STABILITY_OPT_IN: which GenAI names -------------------------------------
+ENV_SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+#: The official instrumentations' value for the latest GenAI conventions (opentelemetry-
+#: instrumentation ``_semconv.py``): current names only, as spanmeter's default.
+OPT_IN_LATEST = "gen_ai_latest_experimental"
+#: Current and v1.41 names side by side (the ``http/dup`` pattern; peers spell it this way).
+OPT_IN_DUP = ("gen_ai_latest_experimental/dup", "gen_ai/dup")
+#: v1.41 names only (spanmeter's value: the instrumentations give them when nothing is set).
+OPT_IN_V141 = "gen_ai_v1.41"
+
+
+def semconv_mode(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The GenAI names to export, from ``OTEL_SEMCONV_STABILITY_OPT_IN`` (comma-separated):
+    ``{SEMCONV_CURRENT}`` (unset or ``gen_ai_latest_experimental``), ``{SEMCONV_V141}``
+    (``gen_ai_v1.41``) or both (``gen_ai_latest_experimental/dup``, or v1.41 with latest).
+
+    The list is shared with other areas (``http``, ``database``...): values spanmeter does not
+    know are ignored, as the instrumentations ignore them; unknown ``gen_ai*`` ones are logged.
+    """
+    raw = (os.environ if environ is None else environ).get(ENV_SEMCONV_OPT_IN) or ""
+    values = {v.strip() for v in raw.split(",") if v.strip()}
+    for value in values:
+        if value.startswith("gen_ai") and value not in (OPT_IN_LATEST, OPT_IN_V141, *OPT_IN_DUP):
+            _log.warning("spanmeter: %s=%s: %r is not a GenAI value spanmeter knows (%s); ignored",
+                         ENV_SEMCONV_OPT_IN, raw, value, ", ".join((OPT_IN_LATEST, OPT_IN_DUP[0], OPT_IN_V141)))
+    if values & set(OPT_IN_DUP) or {OPT_IN_V141, OPT_IN_LATEST} <= values:
+        return frozenset({SEMCONV_CURRENT, SEMCONV_V141})
+    if OPT_IN_V141 in values:
+        return frozenset({SEMCONV_V141})
+    return frozenset({SEMCONV_CURRENT})
+
+
+def excluded_names(mode: frozenset[str]) -> frozenset[str]:
+    """Names of the catalogue's GenAI metrics that ``mode`` (from :func:`semconv_mode`) leaves out."""
+    return frozenset(m.name for m in METRICS if m.semconv and m.semconv not in mode)
+
+
+def exported(mode: frozenset[str] = frozenset({SEMCONV_CURRENT})) -> tuple[MetricSpec, ...]:
+    """The catalogue's metrics exported under ``mode``."""
+    leave_out = excluded_names(mode)
+    return tuple(m for m in METRICS if m.name not in leave_out)
 
 
 # --- Prometheus names (the mapping the OpenTelemetry Prometheus exporter applies) -----
 _NAME_RE = re.compile(r"[^a-zA-Z0-9:]+")
 _LABEL_RE = re.compile(r"[^a-zA-Z0-9]+")
 _UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "", "%": "percent"}
+_PER_UNITS = {"s": "second", "m": "minute", "h": "hour"}
 
 
 def _sanitize_label(key: str) -> str:
@@ -308,8 +470,15 @@ def _sanitize_label(key: str) -> str:
 
 
 def prometheus_unit(unit: str) -> str:
-    unit = re.sub(r"{.*}", "", unit)
-    return _UNITS.get(unit, _NAME_RE.sub("_", unit).strip("_"))
+    unit = re.sub(r"{[^}]*}", "", unit)
+    if unit in _UNITS:
+        return _UNITS[unit]
+    top, per, bottom = unit.partition("/")
+    if per and bottom:  # "{token}/s" -> "per_second", as the exporter maps ratio units
+        top = _UNITS.get(top, _NAME_RE.sub("_", top).strip("_"))
+        bottom = _PER_UNITS.get(bottom, _NAME_RE.sub("_", bottom).strip("_"))
+        return f"{top}_per_{bottom}" if top else f"per_{bottom}"
+    return _NAME_RE.sub("_", unit).strip("_")
 
 
 def prometheus_name(name: str, unit: str, kind: str) -> str:
@@ -335,13 +504,13 @@ def _fmt_bound(b: float) -> str:
 def markdown_table() -> str:
     """The metric table of the README, generated from :data:`METRICS`."""
     rows = [
-        "| metric (as Prometheus shows it) | type | labels | buckets | description |",
-        "|---|---|---|---|---|",
+        "| metric (as Prometheus shows it) | type | labels | buckets | source | description |",
+        "|---|---|---|---|---|---|",
     ]
     for m in METRICS:
         labels = ", ".join(f"`{k}`" for k in m.exposed_labels) or "-"
         buckets = ", ".join(_fmt_bound(b) for b in m.buckets) or "-"
-        rows.append(f"| `{m.exposed_name}` | {m.kind} | {labels} | {buckets} | {m.help} |")
+        rows.append(f"| `{m.exposed_name}` | {m.kind} | {labels} | {buckets} | {m.origin} | {m.help} |")
     return "\n".join(rows)
 
 

@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from spanmeter import __version__
+from spanmeter import catalog as _catalog
 from spanmeter import endpoint as _endpoint
 from spanmeter import lifecycle as _lifecycle
 from spanmeter import otlp as _otlp
@@ -349,6 +350,7 @@ def setup(
         conversation_idle=float(conversation_idle_seconds),
         max_conversations=max_open_conversations,
     )
+    state.excluded_metrics = _catalog.excluded_names(_catalog.semconv_mode())  # OTEL_SEMCONV_STABILITY_OPT_IN
     if price_catalogue:
         pricer.on_refresh = lambda: state.set_info("price_catalogue", ("genai-prices", catalogue_version()))
         pricer.on_refresh()

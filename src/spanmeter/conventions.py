@@ -134,6 +134,20 @@ OPERATION_KINDS: dict[str, int] = {
 #: Token types, in the order the processor stores them.
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
 
+# --- current GenAI conventions (semantic-conventions-genai, docs/gen-ai/client-inference.md) ---
+RESPONSE_FINISH_REASON_SINGULAR = "gen_ai.response.finish_reason"  # written by some libraries
+#: Finish reasons kept per span (one per generation): a span listing more is cut here.
+MAX_FINISH_REASONS = 16
+#: ``gen_ai.token.modality`` values: the three a span can split usage into, then ``unknown``
+#: for the rest (what the provider did not break down).
+MODALITIES = ("text", "image", "audio", "unknown")
+#: Token types a span can split by modality (cache writes and reasoning have no split).
+MODALITY_SPLIT_TYPES = ("input", "output", "cache_read")
+MODALITY_TOKEN_ATTRIBUTES = tuple(
+    f"gen_ai.usage.{m}.{'cache_read.input' if t == 'cache_read' else t}_tokens"
+    for m in MODALITIES[:3] for t in MODALITY_SPLIT_TYPES
+)  # text.input, text.output, text.cache_read, image.input, ..., audio.cache_read
+
 STATUS_SUCCESS = "success"
 STATUS_ERROR = "error"
 STATUS_TIMEOUT = "timeout"
@@ -266,6 +280,13 @@ class Record(NamedTuple):
     awaits_usage: bool = False
     ends_conversation: bool = False  # spanmeter's own runs: the last turn (AgentRun.end_conversation())
     escalated: bool = False
+    # --- read from the current GenAI conventions (semantic-conventions-genai, issue 14) ---
+    #: ``gen_ai.response.finish_reasons`` as the span wrote them (raw values, at most
+    #: :data:`MAX_FINISH_REASONS`); labels are made from them by the state.
+    finish_reasons: tuple | None = None
+    #: ``gen_ai.usage.{text,image,audio}.{input,output,cache_read.input}_tokens`` in
+    #: :data:`MODALITY_TOKEN_ATTRIBUTES` order (None when the span has none of them).
+    modality_tokens: tuple | None = None
 
     @property
     def tokens(self) -> tuple:
@@ -382,9 +403,46 @@ def _read_inference(get, op, error_type, edrop) -> Record:
         awaits = (span_type == "span" and not has_usage and get(RESPONSE_ID) is None and error_type is None
                   and (get(REQUEST_STREAM) is not False))  # fmt: skip
     agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
+    modality, mdrops = modality_usage(get)
+    if mdrops:
+        drops = (drops or []) + mdrops
     return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
                   response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
-                  drops, ttfc, usage_only, awaits)  # fmt: skip
+                  drops, ttfc, usage_only, awaits,
+                  finish_reasons=finish_reasons(get), modality_tokens=modality)  # fmt: skip
+
+
+def finish_reasons(get) -> tuple | None:
+    """``gen_ai.response.finish_reasons`` (or the singular some libraries write) as a tuple
+    of raw values, at most :data:`MAX_FINISH_REASONS`; None when absent or empty."""
+    reasons = get(RESPONSE_FINISH_REASONS)
+    if reasons is None:
+        reasons = get(RESPONSE_FINISH_REASON_SINGULAR)
+        if reasons is None:
+            return None
+    if reasons.__class__ is str:
+        return (reasons,) if reasons else None
+    if isinstance(reasons, (tuple, list)):
+        return tuple(reasons[:MAX_FINISH_REASONS]) or None
+    return (reasons,)  # another type: the state's label rule makes it "unknown" (wrong_type)
+
+
+def modality_usage(get) -> tuple[tuple | None, list | None]:
+    """(the span's ``gen_ai.usage.<modality>.*`` token counts in
+    :data:`MODALITY_TOKEN_ATTRIBUTES` order, drops); (None, None) when it has none.
+
+    Counts follow the token rules above; a dropped one is None.
+    """
+    values = [get(key) for key in MODALITY_TOKEN_ATTRIBUTES]
+    if values.count(None) == len(values):
+        return None, None
+    drops = None
+    for n, value in enumerate(values):
+        if value is not None and not (value.__class__ is int and 0 <= value <= MAX_TOKENS):
+            values[n], reason = coerce_count(value)
+            if reason is not None:
+                drops = (drops or []) + [(MODALITY_TOKEN_ATTRIBUTES[n][len("gen_ai.usage."):], reason)]
+    return tuple(values), drops
 
 
 _LC_AGENT = re.compile(r'"lc_agent_name"\s*:\s*"([^"\\]{1,128})"')
