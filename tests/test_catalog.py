@@ -74,3 +74,76 @@ def test_histogram_buckets_are_sorted_and_gauges_never_sum_across_series():
 def test_exposed_names_are_unique():
     names = [m.exposed_name for m in METRICS]
     assert len(names) == len(set(names))
+
+
+# The GenAI metrics as semantic-conventions-genai defines them (main, late 2026):
+# docs/gen-ai/client-inference.md, client-embeddings.md, gen-ai-token-metrics.md
+# (model/gen-ai/token-metrics.yaml), examples-workflow-call-counts.md; the v1.41 names from
+# open-telemetry/semantic-conventions v1.41 (model/gen-ai/metrics.yaml). name -> (instrument,
+# unit, the attributes spanmeter sets, buckets or None).
+_D = tuple(round(0.01 * 2**i, 2) for i in range(14))
+_T = tuple(4.0**i for i in range(14))
+_C = tuple(2.0**i for i in range(8))
+_MODEL = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model")
+CURRENT_GENAI = {
+    "gen_ai.client.inference.duration": ("histogram", "s", _MODEL + ("error.type",), _D),
+    "gen_ai.client.inference.time_to_first_chunk": ("histogram", "s", _MODEL, _D),
+    "gen_ai.client.inference.usage.input_tokens": ("counter", "{token}", _MODEL + ("gen_ai.token.modality",), None),
+    "gen_ai.client.inference.usage.output_tokens": ("counter", "{token}", _MODEL + ("gen_ai.token.modality",), None),
+    "gen_ai.client.inference.usage.cache_read.input_tokens":
+        ("counter", "{token}", _MODEL + ("gen_ai.token.modality",), None),
+    "gen_ai.client.inference.usage.cache_write.input_tokens":
+        ("counter", "{token}", _MODEL + ("gen_ai.token.modality",), None),
+    "gen_ai.client.inference.usage.reasoning.output_tokens":
+        ("counter", "{token}", _MODEL + ("gen_ai.token.modality",), None),
+    "gen_ai.client.inference.operation.input_tokens": ("histogram", "{token}", _MODEL + ("error.type",), _T),
+    "gen_ai.client.inference.operation.output_tokens": ("histogram", "{token}", _MODEL + ("error.type",), _T),
+    "gen_ai.client.embeddings.duration": ("histogram", "s", _MODEL + ("error.type",), _D),
+    "gen_ai.client.embeddings.operation.input_tokens": ("histogram", "{token}", _MODEL, _T),
+    "gen_ai.invoke_agent.duration": ("histogram", "s", ("gen_ai.agent.name", "error.type"),
+                                     tuple(round(0.1 * 2**i, 1) for i in range(13))),
+    "gen_ai.invoke_agent.inference_calls": ("histogram", "{inference_call}", ("gen_ai.agent.name",), _C),
+    "gen_ai.invoke_agent.tool_calls": ("histogram", "{tool_call}", ("gen_ai.agent.name",), _C),
+    "gen_ai.execute_tool.duration": ("histogram", "s", ("gen_ai.tool.name", "gen_ai.tool.type",
+                                                        "gen_ai.agent.name", "error.type"), _D),
+    "gen_ai.invoke_workflow.duration": ("histogram", "s", ("gen_ai.workflow.name", "error.type"),
+                                        tuple(round(0.1 * 2**i, 1) for i in range(13))),
+    "gen_ai.invoke_workflow.inference_calls": ("histogram", "{call}", ("gen_ai.workflow.name",), _C),
+    "gen_ai.invoke_workflow.tool_calls": ("histogram", "{call}", ("gen_ai.workflow.name",), _C),
+}
+V141_GENAI = {
+    "gen_ai.client.operation.duration": ("histogram", "s", _MODEL + ("error.type",), _D),
+    "gen_ai.client.operation.time_to_first_chunk": ("histogram", "s", _MODEL + ("error.type",), _D),
+    "gen_ai.client.token.usage": ("histogram", "{token}", _MODEL + ("gen_ai.token.type",), _T),
+}
+
+
+def _shape(m) -> tuple:
+    keys = tuple(k for k, _ in m.labels) + ((m.fan_out[0],) if m.fan_out else ())
+    return m.kind, m.unit, keys, m.buckets or None
+
+
+def test_genai_names_are_pinned_against_the_conventions():
+    genai = {m.name: m for m in METRICS if m.family == "genai"}
+    assert set(genai) == set(CURRENT_GENAI) | set(V141_GENAI)
+    for name, shape in {**CURRENT_GENAI, **V141_GENAI}.items():
+        assert _shape(genai[name]) == shape, name
+    default = {m.name for m in catalog.exported()}
+    assert set(CURRENT_GENAI) <= default and not set(V141_GENAI) & default
+    assert {m.name for m in catalog.exported(catalog.semconv_mode({catalog.ENV_SEMCONV_OPT_IN: "gen_ai_v1.41"}))
+            if m.family == "genai"} == set(V141_GENAI) | {n for n in CURRENT_GENAI if genai[n].semconv == ""}
+
+
+def test_every_metric_names_its_source_in_the_readme_table():
+    rows = [line for line in catalog.markdown_table().splitlines()[2:]]
+    assert len(rows) == len(METRICS)
+    for m, row in zip(METRICS, rows):
+        source = row.split(" | ")[4]
+        assert source == m.origin and source, m.name
+        if m.family == "genai":
+            assert source.startswith("GenAI semconv"), m.name
+            assert ("opt-in" in source) == (m.name in V141_GENAI), m.name
+        elif m.family == "self":
+            assert source == "spanmeter", m.name
+    article = {m.name for m in METRICS if m.origin == "reference article"}
+    assert article == catalog.ARTICLE_NAMES  # the eleven metrics the article's code defines
