@@ -146,6 +146,7 @@ def overview():
 
 def model_performance():
     genai = 'gen_ai_request_model=~"$model_id", error_type!=""'
+    GM = 'gen_ai_request_model=~"$model_id"'
     return [
         ts("Inference latency by model (P50 / P95)", "Duration of model inference calls (excludes tool execution).",
            "s", *[(_quantile(q, "model_inference_duration", "model_id", AM), f"{{{{model_id}}}} P{int(q * 100)}")
@@ -161,19 +162,34 @@ def model_performance():
             "(is the routing or cascade doing what it should?).", "short",
             (f"sum by (model_id) (increase({m('model_inference_calls')}{{{AM}}}[$__range]))", "{{model_id}}")),
         ts("Inference errors by type", "Failed inference calls per second by provider and error type "
-           "(rate limits, server errors, timeouts), from the GenAI convention metric.", "reqps",
+           "(rate limits, server errors, timeouts), from the GenAI convention metric "
+           "gen_ai.client.inference.duration.", "reqps",
            ("sum by (gen_ai_provider_name, error_type) ("
-            f"{_rate('gen_ai.client.operation.duration', genai, '_count')})",
+            f"{_rate('gen_ai.client.inference.duration', genai, '_count')})",
             "{{gen_ai_provider_name}} {{error_type}}"), bars=True),
         ts("Tokens per run", "Input plus output tokens of one agent run: mean over 30 min against the 1-day mean "
            "(the AgentTokensPerRunSpike alert fires above 2x).", "short",
            (f"{rules.TOKENS_AVG.format('30m')}{{{A}}}", "{{agent_name}} 30 min"),
            (f"{rules.TOKENS_AVG.format('1d')}{{{A}}}", "{{agent_name}} 1 day")),
         ts("Time to first token by model (P50 / P95)", "Streamed responses: time from the request to the first "
-           "chunk, from the GenAI convention metric.", "s",
-           *[(_quantile(q, "gen_ai.client.operation.time_to_first_chunk", "gen_ai_request_model",
+           "chunk, from the GenAI convention metric gen_ai.client.inference.time_to_first_chunk.", "s",
+           *[(_quantile(q, "gen_ai.client.inference.time_to_first_chunk", "gen_ai_request_model",
                         'gen_ai_request_model=~"$model_id"'), f"{{{{gen_ai_request_model}}}} P{int(q * 100)}")
-             for q in (0.5, 0.95)], width=24, height=6),
+             for q in (0.5, 0.95)]),
+        ts("Output speed of streams by model (P50 / P95)", "Streamed responses: output tokens (less reasoning) "
+           "per second from the first chunk to the end.", "short",
+           *[(_quantile(q, "model_output_tokens_per_second", "model_id", AM), f"{{{{model_id}}}} P{int(q * 100)}")
+             for q in (0.5, 0.95)]),
+        ts("Finish reasons by model", "Generations per second by why the model stopped (stop, length: cut by "
+           "max tokens, tool_calls, content_filter ...). A rise of length or content_filter shows truncated or "
+           "blocked answers.", "short",
+           (f"sum by (model_id, finish_reason) ({_rate('model_finish_reasons', AM)})",
+            "{{model_id}} {{finish_reason}}"), stacked=True),
+        ts("Input tokens by modality", "Input tokens per minute by gen_ai.token.modality (text, image, audio; "
+           "unknown: what the instrumentation did not break down), from the GenAI usage counter.", "short",
+           (f"sum by (gen_ai_token_modality) ({_rate('gen_ai.client.inference.usage.input_tokens', GM)}) * 60",
+            "{{gen_ai_token_modality}}"),
+           width=24, height=6),
     ]  # fmt: skip
 
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from spanmeter.catalog import HISTOGRAM, METRICS
+from spanmeter.catalog import HISTOGRAM, exported
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def exposed_series() -> dict[str, frozenset[str]]:
-    """Every series name Prometheus scrapes from spanmeter, with its label names."""
+    """Every series name Prometheus scrapes from spanmeter by default (current GenAI names, not
+    the v1.41 ones behind ``OTEL_SEMCONV_STABILITY_OPT_IN``), with its label names."""
     names: dict[str, frozenset[str]] = {}
-    for spec in METRICS:
+    for spec in exported():
         labels = frozenset(spec.exposed_labels)
         if spec.kind == HISTOGRAM:
             for suffix in _HISTOGRAM_SUFFIXES:
@@ -37,7 +38,7 @@ def exposed_series() -> dict[str, frozenset[str]]:
 def m(name: str, suffix: str = "") -> str:
     """The exposed name of catalogue metric ``name`` (plus a histogram ``suffix``)."""
     series = exposed_series()
-    for spec in METRICS:
+    for spec in exported():
         if spec.name == name or spec.exposed_name == name:
             full = spec.exposed_name + suffix
             if full not in series:
