@@ -39,9 +39,9 @@ def test_a_metric_with_points_of_different_label_sets_is_one_family():
         text = generate_latest(registry).decode()
     finally:
         meter.shutdown()
-    helps = [line for line in text.splitlines() if line.startswith("# HELP gen_ai_client_operation_duration_seconds ")]
+    helps = [line for line in text.splitlines() if line.startswith("# HELP gen_ai_client_inference_duration_seconds ")]
     assert len(helps) == 1, f"exporter {EXPORTER}: {helps}"
-    family = next(f for f in text_string_to_metric_families(text) if f.name == "gen_ai_client_operation_duration_seconds")
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "gen_ai_client_inference_duration_seconds")
     counts = {s.labels.get("error_type", ""): s.value for s in family.samples if s.name.endswith("_count")}
     assert counts == {"": 1.0, "rate_limit_exceeded": 1.0}
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)

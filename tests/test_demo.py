@@ -57,7 +57,8 @@ def test_demo_serves_agent_metrics_and_stops_cleanly_on_ctrl_c():
         assert len(agents - {"spanmeter-judge"}) >= 2
         assert s.total("model_inference_calls_total") >= 10
         assert s.total("agent_token_usage_total", token_type="input") > 0
-        assert s.total("gen_ai_client_operation_duration_seconds_count") == s.total("model_inference_calls_total")
+        assert s.total("gen_ai_client_inference_duration_seconds_count") + s.total(
+            "gen_ai_client_embeddings_duration_seconds_count") == s.total("model_inference_calls_total")
         assert s.value("spanmeter_processor_errors_total") == 0
         assert s.value("target_info", service_name="spanmeter-demo") == 1
         proc.send_signal(signal.SIGINT)

@@ -99,7 +99,7 @@ def test_openai_sdk_sync_json_and_stream_count_exact_tokens_under_the_agent_run(
     assert s.value("model_inference_calls_total", agent_name="support", model_id="gpt-4o") == 2
     assert s.value("agent_inference_calls_per_run_count", agent_name="support") == 1
     assert s.value("agent_inference_calls_per_run_sum", agent_name="support") == 2
-    assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_operation_name="chat",
+    assert s.value("gen_ai_client_inference_duration_seconds_count", gen_ai_operation_name="chat",
                    gen_ai_provider_name="openai", gen_ai_request_model="gpt-4o",
                    gen_ai_response_model="gpt-4o-2025-01-01") == 2  # fmt: skip
     json_span, stream_span = inference_spans(exporter)
@@ -109,8 +109,8 @@ def test_openai_sdk_sync_json_and_stream_count_exact_tokens_under_the_agent_run(
     ttfc = stream_span.attributes["gen_ai.response.time_to_first_chunk"]
     assert 0 < ttfc <= (stream_span.end_time - stream_span.start_time) / 1e9
     assert stream_span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
-    assert s.value("gen_ai_client_operation_time_to_first_chunk_seconds_count", gen_ai_request_model="gpt-4o") == 1
-    assert s.value("gen_ai_client_operation_time_to_first_chunk_seconds_sum", gen_ai_request_model="gpt-4o") == (
+    assert s.value("gen_ai_client_inference_time_to_first_chunk_seconds_count", gen_ai_request_model="gpt-4o") == 1
+    assert s.value("gen_ai_client_inference_time_to_first_chunk_seconds_sum", gen_ai_request_model="gpt-4o") == (
         pytest.approx(ttfc))
 
 
@@ -271,7 +271,7 @@ def test_provider_errors_name_error_type_from_the_error_body(meter, instrumented
         with pytest.raises(anthropic.APIStatusError):
             client.messages.create(model=model, max_tokens=8, messages=MESSAGES)
     s = scrape()
-    assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model=model,
+    assert s.value("gen_ai_client_inference_duration_seconds_count", gen_ai_request_model=model,
                    error_type=error_type) == 1  # fmt: skip
     assert s.value("model_inference_calls_total", model_id=model) == 1
 
@@ -284,9 +284,9 @@ def test_overloaded_error_event_in_an_anthropic_stream_and_gemini_429(meter, ins
     with httpx2.Client() as c:
         assert c.post(providers.url + "/v1beta/models/gemini-429:generateContent", json={"contents": []}).status_code == 429
     s = scrape()
-    assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="claude-529",
+    assert s.value("gen_ai_client_inference_duration_seconds_count", gen_ai_request_model="claude-529",
                    error_type="overloaded_error") == 1  # fmt: skip
-    assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gemini-429",
+    assert s.value("gen_ai_client_inference_duration_seconds_count", gen_ai_request_model="gemini-429",
                    error_type="RESOURCE_EXHAUSTED") == 1  # fmt: skip
 
 

@@ -122,7 +122,7 @@ def test_a_broken_stream_reaches_async_code_and_the_sdk_unchanged(meter, provide
     for fn in (async_read, sdk_read):
         plain, hooked = _with_and_without(meter, fn)
         assert plain[0] == "raised" and hooked == plain
-    assert scrape().value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gpt-4o-truncated",
+    assert scrape().value("gen_ai_client_inference_duration_seconds_count", gen_ai_request_model="gpt-4o-truncated",
                           error_type="RemoteProtocolError") == 2  # fmt: skip
 
 

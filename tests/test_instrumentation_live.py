@@ -48,9 +48,11 @@ def _assert_one_call(s, usage, *, response_model=f"{MODEL}-2025-01-01"):
     assert s.total("agent_token_usage_total", model_id=MODEL, token_type="reasoning") == 0
     labels = dict(gen_ai_operation_name="chat", gen_ai_provider_name="openai", gen_ai_request_model=MODEL,
                   gen_ai_response_model=response_model)  # fmt: skip
-    assert s.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input", **labels) == usage.input
-    assert s.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output", **labels) == usage.output
-    assert s.value("gen_ai_client_operation_duration_seconds_count", **labels) == 1
+    assert s.value("gen_ai_client_inference_operation_input_tokens_sum", **labels) == usage.input
+    assert s.value("gen_ai_client_inference_operation_output_tokens_sum", **labels) == usage.output
+    assert s.value("gen_ai_client_inference_usage_input_tokens_total", gen_ai_token_modality="unknown",
+                   **labels) == usage.input  # fmt: skip
+    assert s.value("gen_ai_client_inference_duration_seconds_count", **labels) == 1
     assert s.value("spanmeter_spans_total", kind="inference") == 1
 
 
@@ -77,7 +79,7 @@ def test_a_rate_limited_call_counts_as_a_failed_call_without_tokens(client, scra
     assert s.total("agent_token_usage_total", model_id=MODEL + "-429") == 0
     assert (
         s.value(
-            "gen_ai_client_operation_duration_seconds_count",
+            "gen_ai_client_inference_duration_seconds_count",
             gen_ai_request_model=MODEL + "-429",
             error_type="RateLimitError",
         )

@@ -116,7 +116,7 @@ def test_replayed_spans_give_the_servers_numbers(fixture_id, meter, scrape):
         model = labels.get(request_model, request_model)
         calls = s.total("model_inference_calls_total", model_id=model)
         assert calls == gaps.get((model, "calls", None), row["calls"]), model
-        failed = sum(x.value for x in s.samples if x.name == "gen_ai_client_operation_duration_seconds_count"
+        failed = sum(x.value for x in s.samples if x.name == "gen_ai_client_inference_duration_seconds_count"
                      and x.labels.get("gen_ai_request_model") == model and x.labels.get("error_type"))  # fmt: skip
         assert failed == gaps.get((model, "errors", None), gaps.get((model, "calls", None), row["errors"])), model
         for token_type in ALL_TOKENS:
@@ -208,7 +208,7 @@ def test_openinference_failed_call_keeps_its_model_and_error_class(meter, scrape
     span_fixtures.load("openinference-openai/openai_chat_error").replay(meter.processor)
     s = scrape()
     assert s.value("model_inference_calls_total", agent_name="unknown", model_id="gpt-4o-mini-429") == 1
-    assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gpt-4o-mini-429",
+    assert s.value("gen_ai_client_inference_duration_seconds_count", gen_ai_request_model="gpt-4o-mini-429",
                    error_type="openai.RateLimitError") == 1  # fmt: skip
 
 

@@ -96,6 +96,10 @@ def run_round(meter, number: int) -> None:
                     attrs[key] = value
             if model == "gpt-4o" and i == 1000:  # a streamed response
                 attrs.update({"gen_ai.request.stream": True, "gen_ai.response.time_to_first_chunk": 0.35})
+            if model == "gpt-4o" and i == 1500:  # usage split by modality (a screenshot in the question)
+                attrs.update({"gen_ai.usage.text.input_tokens": 1200, "gen_ai.usage.image.input_tokens": 300})
+            if err is None:
+                attrs["gen_ai.response.finish_reasons"] = ("length",) if model == "o3-mini" else ("stop",)
             span, at = _span(tracer, f"chat {model}", attrs, at, secs, err, ctx)
             span.end(end_time=at)
         for tool, secs, err in tools:
@@ -137,7 +141,7 @@ EXPECTED_TOTALS = {
     "sum(agent_tool_calls_total)": _count(lambda r: len(r[4])),
     'sum(agent_tool_calls_total{status="error"})': _count(lambda r: sum(t[2] == "RuntimeError" for t in r[4])),
     'sum(agent_tool_calls_total{status="timeout"})': _count(lambda r: sum(t[2] == "timeout" for t in r[4])),
-    'sum(gen_ai_client_operation_duration_seconds_count{error_type="rate_limit_exceeded"})':
+    'sum(gen_ai_client_inference_duration_seconds_count{error_type="rate_limit_exceeded"})':
         _count(lambda r: sum(c[7] == "rate_limit_exceeded" for c in r[3])),
     "sum(agent_conversations_total)": ROUNDS * (len(CONVERSATIONS) + 1),
     "sum(agent_escalations_total)": ROUNDS * (sum(e for _, _, e in CONVERSATIONS) + 1),
@@ -148,7 +152,14 @@ EXPECTED_TOTALS = {
     "sum(agent_estimated_cost_dollars_total)": ROUNDS * sum(_dollars(c) for c in _calls() if c[0] in PRICES),
     "sum(agent_unpriced_calls_total)": ROUNDS * sum(c[0] not in PRICES for c in _calls()),
     'sum(agent_unpriced_tokens_total{token_type="input"})': ROUNDS * sum(c[2] for c in _calls() if c[0] not in PRICES),
-    "sum(gen_ai_client_operation_time_to_first_chunk_seconds_count)": ROUNDS,
+    "sum(gen_ai_client_inference_time_to_first_chunk_seconds_count)": ROUNDS,
+    "sum(gen_ai_client_inference_usage_input_tokens_total)": _count(lambda r: sum(c[2] or 0 for c in r[3])),
+    'sum(gen_ai_client_inference_usage_input_tokens_total{gen_ai_token_modality="image"})': ROUNDS * 300,
+    'sum(gen_ai_client_inference_usage_reasoning_output_tokens_total)': _count(lambda r: sum(c[6] for c in r[3])),
+    'sum(model_finish_reasons_total{finish_reason="stop"})':
+        _count(lambda r: sum(c[7] is None and c[0] != "o3-mini" for c in r[3])),
+    'sum(model_finish_reasons_total{finish_reason="length"})': _count(lambda r: sum(c[0] == "o3-mini" for c in r[3])),
+    "sum(model_output_tokens_per_second_count)": ROUNDS,  # the streamed call: 200 tokens over 1.2 - 0.35 s
     "sum(spanmeter_inference_without_usage_total)": ROUNDS * sum(c[2] is None for c in _calls()),
     "sum(agent_cost_per_run_dollars_count)": _count(lambda r: any(c[0] in PRICES and c[2] for c in r[3])),
     "sum(agent_tokens_per_run_sum)": _count(lambda r: sum((c[2] or 0) + (c[3] or 0) for c in r[3])),
