@@ -19,6 +19,7 @@ import yaml
 
 from spanmeter import catalog
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS
+from spanmeter.conventions import MODALITIES
 
 COLLECTOR = Path(__file__).resolve().parent.parent / "collector"
 SECTIONS = ("receivers", "processors", "exporters", "connectors")
@@ -200,11 +201,18 @@ def test_the_validator_catches_each_kind_of_mistake(edit, error):
 _UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "By": "bytes", "1": "", "%": "percent"}
 
 
+_PER_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
 def prometheus_name(name: str, unit: str, kind: str) -> str:
     tokens = [t for t in re.split(r"[^a-zA-Z0-9:]+", name) if t]
+    unit, _, per = (unit or "").partition("/")  # "{token}/s": per second
     word = _UNIT_WORDS.get(unit, "" if re.fullmatch(r"\{.*\}", unit or "") else unit)
     if word and word not in tokens:
         tokens.append(word)
+    per = _PER_UNIT_WORDS.get(per, per)
+    if per and not ("per" in tokens and per in tokens):
+        tokens += ["per", per]
     if kind == COUNTER:
         tokens = [t for t in tokens if t != "total"] + ["total"]
     if kind == GAUGE and unit == "1":
@@ -250,10 +258,13 @@ def test_metrics_derived_from_spans_have_spanmeters_names_units_buckets_and_labe
             assert d["unit"] == spec.unit
             assert prometheus_name(name, d["unit"], kind) == spec.exposed_name
             assert sorted(label_name(a["key"]) for a in d["attributes"]) == sorted(spec.exposed_labels), name
-        if spec.fan_out:  # one definition per value of the fanned-out label, each once
+        if spec.fan_out and spec.fan_out[1]:  # one definition per value of the fanned-out label, each once
             key, values = spec.fan_out
             defaults = [a["default_value"] for d in definitions for a in d["attributes"] if a["key"] == key]
             assert sorted(defaults) == sorted(values), name
+        elif spec.fan_out and spec.fan_out[0] == "gen_ai.token.modality":  # the modalities the span splits
+            defaults = [a["default_value"] for d in definitions for a in d["attributes"] if a["key"] == "gen_ai.token.modality"]
+            assert len(defaults) == len(set(defaults)) and set(defaults) <= set(MODALITIES) and "unknown" in defaults
 
 
 def test_what_single_spans_cannot_give_is_the_documented_difference():
