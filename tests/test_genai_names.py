@@ -10,6 +10,7 @@ import subprocess
 
 import httpx
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -196,3 +197,28 @@ def test_modality_attributes_are_read_and_bad_values_dropped():
     plain = conventions.read({"gen_ai.operation.name": "chat", "gen_ai.response.finish_reason": "stop"},
                              conventions.KIND_INFERENCE, False)  # fmt: skip
     assert plain.modality_tokens is None and plain.finish_reasons == ("stop",)
+
+
+def test_one_call_seen_by_two_instrumentations_keeps_the_finish_reason_and_split_of_either(make):
+    """A framework span and the SDK's span of the same call side by side (the framework's tracer
+    detached its context: two traces): counted once, and what only one of them carries (finish
+    reasons on the SDK span, the modality split on the framework's) is kept."""
+    instance = make(None)
+    framework = instance.tracer_provider.get_tracer("some.framework")
+    sdk = instance.tracer_provider.get_tracer("some.sdk")
+    call = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.provider.name": "openai",
+            "gen_ai.usage.input_tokens": 500, "gen_ai.usage.output_tokens": 40}  # fmt: skip
+    base = 1_800_000_000 * S
+    outer = framework.start_span("chat gpt-4o", attributes={**call, "gen_ai.usage.audio.input_tokens": 120},
+                                 start_time=base)  # fmt: skip
+    inner = sdk.start_span("chat gpt-4o", context=Context(),
+                           attributes={**call, "gen_ai.response.finish_reasons": ("stop",)},
+                           start_time=base + S // 100)  # fmt: skip
+    inner.end(end_time=base + S // 2)
+    outer.end(end_time=base + S)
+    s = _scrape(instance)
+    assert s.value("model_inference_calls_total", model_id="gpt-4o") == 1
+    assert s.value("model_finish_reasons_total", model_id="gpt-4o", finish_reason="stop") == 1
+    usage = "gen_ai_client_inference_usage_input_tokens_total"
+    assert s.value(usage, gen_ai_token_modality="audio") == 120
+    assert s.value(usage, gen_ai_token_modality="unknown") == 380

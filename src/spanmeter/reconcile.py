@@ -235,6 +235,7 @@ class Reconciler:
             input=tokens[0], output=tokens[1], cache_read=tokens[2], cache_write=tokens[3], reasoning=tokens[4],
             drops=(a.drops or []) + (b.drops or []) or None,
             time_to_first_chunk=a.time_to_first_chunk if a.time_to_first_chunk is not None else b.time_to_first_chunk,
+            finish_reasons=a.finish_reasons or b.finish_reasons, modality_tokens=a.modality_tokens or b.modality_tokens,
         )  # fmt: skip
         in_run = outer.node is not None and outer.node.run_above() is not None
         p.record = merged
