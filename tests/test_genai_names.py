@@ -222,3 +222,16 @@ def test_one_call_seen_by_two_instrumentations_keeps_the_finish_reason_and_split
     usage = "gen_ai_client_inference_usage_input_tokens_total"
     assert s.value(usage, gen_ai_token_modality="audio") == 120
     assert s.value(usage, gen_ai_token_modality="unknown") == 380
+
+
+def test_openinference_audio_token_details_are_the_audio_modality(make):
+    instance = make(None)
+    _span(instance, "llm", {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-audio", "llm.provider": "openai",
+                            "llm.token_count.prompt": 100, "llm.token_count.completion": 30,
+                            "llm.token_count.prompt_details.audio": 60,
+                            "llm.token_count.completion_details.audio": 25})  # fmt: skip
+    s = _scrape(instance)
+    for name, audio, rest in (("input", 60, 40), ("output", 25, 5)):
+        metric = f"gen_ai_client_inference_usage_{name}_tokens_total"
+        assert s.value(metric, gen_ai_request_model="gpt-4o-audio", gen_ai_token_modality="audio") == audio
+        assert s.value(metric, gen_ai_request_model="gpt-4o-audio", gen_ai_token_modality="unknown") == rest

@@ -95,6 +95,8 @@ OI_COMPLETION_TOKENS = "llm.token_count.completion"  # includes reasoning
 OI_CACHE_READ_TOKENS = "llm.token_count.prompt_details.cache_read"
 OI_CACHE_WRITE_TOKENS = "llm.token_count.prompt_details.cache_write"
 OI_REASONING_TOKENS = "llm.token_count.completion_details.reasoning"
+OI_AUDIO_PROMPT_TOKENS = "llm.token_count.prompt_details.audio"  # part of the prompt tokens
+OI_AUDIO_COMPLETION_TOKENS = "llm.token_count.completion_details.audio"
 OI_AGENT_NAME = "agent.name"
 OI_TOOL_NAME = "tool.name"
 # --- OpenLLMetry (Traceloop) --------------------------------------------------------------
@@ -494,8 +496,11 @@ def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> 
         agent = get(OI_AGENT_NAME)
         if agent is None:
             agent = _lc_agent(get(OI_METADATA))
+        modality, mdrops = _oi_modality_usage(get)
+        if mdrops:
+            drops = (drops or []) + mdrops
         return Record(kind, op, agent, agent is not None, model, response_model, provider, None, None, error_type, conversation, _output_id(get(OI_OUTPUT_VALUE)), i, o, cr, cw, rs,
-                      drops, None)  # fmt: skip
+                      drops, None, modality_tokens=modality)  # fmt: skip
     if kind == KIND_TOOL:
         tool = get(OI_TOOL_NAME)
         if tool is None:
@@ -508,6 +513,16 @@ def _read_openinference(get, attributes, kind: int, failed: bool, name: str) -> 
     agent, named = run_name(attributes, kind, name)
     return Record(kind, _OPERATION_OF_KIND[kind], agent, named, None, None, None, None, None, error_type,
                   conversation, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
+
+
+def _oi_modality_usage(get) -> tuple[tuple | None, list | None]:
+    """OpenInference's audio token details as a :data:`MODALITY_TOKEN_ATTRIBUTES` tuple (its
+    only modality split), and drops; (None, None) when absent."""
+    audio_in, audio_out = get(OI_AUDIO_PROMPT_TOKENS), get(OI_AUDIO_COMPLETION_TOKENS)
+    if audio_in is None and audio_out is None:
+        return None, None
+    values = {"gen_ai.usage.audio.input_tokens": audio_in, "gen_ai.usage.audio.output_tokens": audio_out}
+    return modality_usage(values.get)
 
 
 def content_of(attributes) -> tuple:
