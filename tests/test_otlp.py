@@ -103,7 +103,7 @@ def test_push_alone_delivers_exact_totals_with_the_worker_identity_and_no_promet
     assert point.resource["service.instance.id"] == instance and point.resource["service.name"] == "support-bot"
     assert point.resource[otlp.METERED] is True
     assert (point.temporality, point.monotonic, point.unit) == (CUMULATIVE, True, "{request}")
-    assert {p.metric for p in receiver.points()} >= {"spanmeter_info", "gen_ai.client.operation.duration"}
+    assert {p.metric for p in receiver.points()} >= {"spanmeter_info", "gen_ai.client.inference.duration"}
     # nothing was registered for Prometheus: the app's global registry never sees these series
     assert REGISTRY.get_sample_value("agent_requests_total", {"agent_name": "otlp-alone", "status": "success"}) is None
     assert meter.metrics_url is None and meter.reader is None
