@@ -696,7 +696,7 @@ def _merge_hist(acc, snap, ranges):
 def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Metric]:
     """OpenTelemetry metric data for every metric of the catalogue, cumulative.
 
-    GenAI names the state's ``semconv`` mode leaves out (``OTEL_SEMCONV_STABILITY_OPT_IN``,
+    GenAI names in ``state.excluded_metrics`` (from ``OTEL_SEMCONV_STABILITY_OPT_IN``,
     :func:`spanmeter.catalog.semconv_mode`) are not produced.
     """
     snap = state.snapshot()
