@@ -180,8 +180,7 @@ def test_every_mode_is_a_valid_exposition_for_promtool(make, value):
     s = _scrape(_workload_on(make(value)))
     result = subprocess.run(["promtool", "check", "metrics"], input=s.text, capture_output=True, text=True,
                             timeout=60)  # fmt: skip
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
-    assert not errors, errors
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_modality_attributes_are_read_and_bad_values_dropped():
