@@ -1,0 +1,184 @@
+"""spanmeter beside an application's own OpenTelemetry Prometheus set-up.
+
+The app (``tests/coexist_app.py``, a process of its own: the OpenTelemetry globals are set
+once per process) has the usual set-up: a global ``MeterProvider`` with a
+``PrometheusMetricReader`` on ``prometheus_client``'s default registry, a
+``prometheus_client`` counter of its own there, and the official OpenAI instrumentation
+recording its ``gen_ai.client.*`` metrics, driving the real openai SDK against the fake
+providers. spanmeter is configured before or after it, on its own provider or joining the
+app's. Whatever the combination, spanmeter's ``/metrics`` must pass ``promtool check
+metrics`` and count each call once in every family, in the exposition and in a real
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, generate_latest
+
+import spanmeter
+from spanmeter.catalog import HISTOGRAM, METRICS
+from spanmeter.prometheus import LocalPrometheus
+from tests.conftest import Scrape
+from tests.fake_providers import FakeProviders
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("promtool"), reason="needs Debian's prometheus package (scripts/test.sh installs it)"
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLS = 7
+GENAI = [spec for spec in METRICS if spec.family == "genai"]
+COMBINATIONS = [("app-first", "own"), ("app-first", "join"), ("app-first", "explicit"),
+                ("spanmeter-first", "own"), ("spanmeter-first", "join"), ("spanmeter-first", "explicit")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def providers():
+    with FakeProviders() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def app(order: str, provider: str, url: str, calls: int = CALLS):
+    """The app process after ``calls`` chat completions; yields spanmeter's /metrics URL."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "tests.coexist_app", order, provider, url, str(calls)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                   cwd=ROOT, env=env)  # fmt: skip
+        try:
+            metrics_url = process.stdout.readline().strip()
+            if not metrics_url:
+                process.wait(30)
+                stderr.seek(0)
+                pytest.fail(f"the app exited with {process.returncode}: {stderr.read()[-3000:]}")
+            yield metrics_url
+        finally:
+            process.stdin.close()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def promtool(text: str) -> None:
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr + "\n" + text
+
+
+def assert_once(s: Scrape, calls: int) -> None:
+    """One family per name, and ``calls`` in every family counting calls."""
+    types = [line.split()[2] for line in s.text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
+    assert types.count("target_info") == 1
+    for spec in GENAI:
+        if spec.kind != HISTOGRAM or spec.table != "model" or f"{spec.exposed_name}_count" not in s.text:
+            continue  # only the inference histograms count calls
+        if spec.fan_out:
+            key, values = spec.fan_out
+            for value in values:
+                assert s.total(f"{spec.exposed_name}_count", **{key.replace(".", "_"): value}) == calls, spec.name
+        else:
+            assert s.total(f"{spec.exposed_name}_count") == calls, spec.name
+    assert s.total("gen_ai_client_operation_duration_seconds_count") == calls  # the headline of the bug
+    assert s.total("model_inference_calls_total") == calls
+    assert s.total("model_inference_duration_seconds_count") == calls
+    assert s.total("app_requests_total") == calls  # the app's prometheus_client metric, served once too
+    assert s.value("spanmeter_info") == 1
+
+
+@pytest.mark.parametrize("order,provider", COMBINATIONS, ids=["-".join(c) for c in COMBINATIONS])
+def test_beside_the_apps_opentelemetry_set_up_the_exposition_is_valid_and_counts_each_call_once(
+    providers, order, provider
+):
+    with app(order, provider, providers.url) as url:
+        text = httpx.get(url, timeout=10).text
+    promtool(text)
+    assert_once(Scrape(text), CALLS)
+
+
+def test_through_a_real_prometheus_each_call_counts_once_in_every_family(providers):
+    calls = 13
+    with app("app-first", "own", providers.url, calls) as url:
+        target = url.removeprefix("http://").removesuffix("/metrics")
+        from dashboards import assets
+
+        with LocalPrometheus(assets.PROMETHEUS_DIR, target, scrape_interval="1s", evaluation_interval="1s") as prom:
+            expected = {
+                "sum(gen_ai_client_operation_duration_seconds_count)": calls,
+                'sum(gen_ai_client_token_usage_count{gen_ai_token_type="input"})': calls,
+                'sum(gen_ai_client_token_usage_count{gen_ai_token_type="output"})': calls,
+                "sum(model_inference_calls_total)": calls,
+                "sum(model_inference_duration_seconds_count)": calls,
+                "sum(app_requests_total)": calls,
+                "count(target_info)": 1,
+                "count(spanmeter_info)": 1,
+            }
+            deadline = time.monotonic() + 20
+            while True:
+                got = {}
+                for expr in expected:
+                    result = prom.query(expr)
+                    got[expr] = float(result[0]["value"][1]) if result else None
+                if got == expected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+    assert got == expected
+
+
+# --- in one process: the rule behind it, for every GenAI metric of the catalogue ----------------
+
+
+def _spanmeter_with_calls(meter_provider=None):
+    registry = CollectorRegistry()
+    meter = spanmeter.setup(registry=registry, tracer_provider=TracerProvider(), start_server=False,
+                            meter_provider=meter_provider)  # fmt: skip
+    with meter.agent_run("support"):
+        with meter.model_call("gpt-4o", provider="openai") as call:
+            call.record_usage(input_tokens=10, output_tokens=5)
+    meter.state.flush()
+    return meter, registry
+
+
+def test_alone_spanmeter_exports_its_genai_metrics():
+    meter, registry = _spanmeter_with_calls()
+    try:
+        s = Scrape(generate_latest(registry).decode())
+    finally:
+        meter.shutdown()
+    assert s.total("gen_ai_client_operation_duration_seconds_count") == 1
+    assert meter.reader.deferrals.deferred == {}
+
+
+@pytest.mark.parametrize("spec", [s for s in GENAI if s.kind == HISTOGRAM], ids=lambda s: s.name)
+def test_a_genai_metric_another_scope_records_is_left_to_it(spec):
+    """Another instrumentation on the provider spanmeter joined records the metric: one family
+    remains, the other scope's, and spanmeter says which it left out."""
+    provider = MeterProvider()
+    meter, registry = _spanmeter_with_calls(provider)  # a reader sees what is recorded after it joined
+    other = provider.get_meter("some.instrumentation").create_histogram(spec.name, unit=spec.unit, description="Theirs.")
+    other.record(0.5, {"gen_ai.operation.name": "chat"})
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        meter.shutdown()
+        provider.shutdown()
+    promtool(text)
+    s = Scrape(text)
+    assert s.total(f"{spec.exposed_name}_count") == 1  # the other scope's one observation
+    assert meter.reader.deferrals.deferred == {spec.name: "some.instrumentation"}
+    assert s.total("model_inference_calls_total") == 1  # spanmeter's own families stay
