@@ -326,4 +326,8 @@ def _peek(reader, consumer, timeout_millis: float = 5_000) -> MetricsData | None
     """
     if consumer is None:
         return None
-    return consumer.collect(reader, timeout_millis=timeout_millis)
+    try:
+        return consumer.collect(reader, timeout_millis=timeout_millis)
+    except Exception:  # deliberate: a provider being shut down, a callback failing: nothing learnt this time
+        _log.debug("spanmeter could not look at another reader's metrics", exc_info=True)
+        return None
