@@ -52,11 +52,12 @@ def providers():
 
 
 @contextlib.contextmanager
-def app(order: str, provider: str, url: str, calls: int = CALLS):
-    """The app process after ``calls`` chat completions; yields spanmeter's /metrics URL."""
+def app(order: str, provider: str, url: str, calls: int = CALLS, *extra: str):
+    """The app process after ``calls`` chat completions; yields the /metrics URL serving spanmeter."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "tests.coexist_app", order, provider, url, str(calls)],
+        process = subprocess.Popen([sys.executable, "-m", "tests.coexist_app", order, provider, url, str(calls),
+                                    *extra],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                    cwd=ROOT, env=env)  # fmt: skip
         try:
@@ -106,6 +107,14 @@ def test_beside_the_apps_opentelemetry_set_up_the_exposition_is_valid_and_counts
     providers, order, provider
 ):
     with app(order, provider, providers.url) as url:
+        text = httpx.get(url, timeout=10).text
+    promtool(text)
+    assert_once(Scrape(text), CALLS)
+
+
+@pytest.mark.parametrize("order", ["app-first", "spanmeter-first"])
+def test_on_the_apps_own_endpoint_with_start_server_off_the_exposition_is_valid_and_counts_once(providers, order):
+    with app(order, "own", providers.url, CALLS, "app-serves") as url:
         text = httpx.get(url, timeout=10).text
     promtool(text)
     assert_once(Scrape(text), CALLS)
@@ -165,15 +174,19 @@ def test_alone_spanmeter_exports_its_genai_metrics():
 
 
 @pytest.mark.parametrize("spec", [s for s in GENAI if s.kind == HISTOGRAM], ids=lambda s: s.name)
-def test_a_genai_metric_another_scope_records_is_left_to_it(spec):
+def test_a_genai_metric_another_scope_records_is_left_to_it(spec, caplog):
     """Another instrumentation on the provider spanmeter joined records the metric: one family
-    remains, the other scope's, and spanmeter says which it left out."""
+    remains, the other scope's, and spanmeter says once which it left out."""
     provider = MeterProvider()
     meter, registry = _spanmeter_with_calls(provider)  # a reader sees what is recorded after it joined
     other = provider.get_meter("some.instrumentation").create_histogram(spec.name, unit=spec.unit, description="Theirs.")
     other.record(0.5, {"gen_ai.operation.name": "chat"})
+    caplog.set_level("INFO", logger="spanmeter")
     try:
+        generate_latest(registry)
         text = generate_latest(registry).decode()
+        said = [r.getMessage() for r in caplog.records if r.name == "spanmeter" and spec.name in r.getMessage()]
+        assert len(said) == 1 and "some.instrumentation" in said[0], said
     finally:
         meter.shutdown()
         provider.shutdown()
