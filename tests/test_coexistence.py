@@ -179,7 +179,8 @@ def test_a_genai_metric_another_scope_records_is_left_to_it(spec, caplog):
     remains, the other scope's, and spanmeter says once which it left out."""
     provider = MeterProvider()
     meter, registry = _spanmeter_with_calls(provider)  # a reader sees what is recorded after it joined
-    other = provider.get_meter("some.instrumentation").create_histogram(spec.name, unit=spec.unit, description="Theirs.")
+    theirs = provider.get_meter("some.instrumentation")
+    other = theirs.create_histogram(spec.name, unit=spec.unit, description="Theirs.")
     other.record(0.5, {"gen_ai.operation.name": "chat"})
     caplog.set_level("INFO", logger="spanmeter")
     try:
