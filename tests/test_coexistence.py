@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
@@ -214,3 +215,40 @@ def test_a_genai_metric_another_scope_records_is_left_to_it(spec, caplog):
     assert s.total(f"{spec.exposed_name}_count") == 1  # the other scope's one observation
     assert meter.reader.deferrals.deferred == {spec.name: "some.instrumentation"}
     assert s.total("model_inference_calls_total") == 1  # spanmeter's own families stay
+
+
+def _types(text: str) -> list[str]:
+    return [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+
+
+@pytest.mark.parametrize("theirs", ["recording", "without target_info", "idle"])
+def test_one_target_info_beside_another_opentelemetry_reader_of_the_registry(theirs):
+    """spanmeter's target_info is left out only while the other reader shows one."""
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(disable_target_info=theirs == "without target_info",
+                                                                    registry=registry)])  # fmt: skip
+    if theirs != "idle":  # an idle provider's reader exports nothing, target_info neither
+        provider.get_meter("app").create_counter("app_jobs", description="Jobs.").add(1)
+    meter = spanmeter.setup(registry=registry, tracer_provider=TracerProvider(), start_server=False)
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        meter.shutdown()
+        provider.shutdown()
+    promtool(text)
+    assert _types(text).count("target_info") == 1
+    assert ("app_jobs_total" in text) == (theirs != "idle")
+
+
+def test_a_name_clash_with_any_of_spanmeters_metrics_leaves_spanmeters_copy_out():
+    provider = MeterProvider()
+    meter, registry = _spanmeter_with_calls(provider)
+    provider.get_meter("app").create_counter("model_inference_calls", unit="{call}", description="The app's.").add(5)
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        meter.shutdown()
+        provider.shutdown()
+    promtool(text)
+    assert Scrape(text).total("model_inference_calls_total") == 5  # the app's, alone
+    assert meter.reader.deferrals.deferred == {"model_inference_calls": "app"}
