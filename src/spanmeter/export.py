@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics, Sum
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import REGISTRY
 
 from spanmeter import __version__
 from spanmeter.aggregate import State, produce
@@ -249,15 +250,11 @@ class PrometheusReader(ProducingReader, PrometheusMetricReader):
         self._spanmeter_registry = None
         if registry is not None and not own_registry:
             # exporter < 0.63b0 always registers on the global registry: move its collector
-            from prometheus_client import REGISTRY
-
             REGISTRY.unregister(self._collector)
             registry.register(self._collector)
             self._spanmeter_registry = registry
         self._spanmeter_pad = _exporter_minor() < 62
-        if registry is None:
-            from prometheus_client import REGISTRY as registry  # the exporter's default
-        self._spanmeter_served = registry
+        self._spanmeter_served = REGISTRY if registry is None else registry  # None: the exporter's default
 
     def _spanmeter_prepare(self, metrics: list) -> list:
         return pad_labels(metrics) if self._spanmeter_pad else metrics
