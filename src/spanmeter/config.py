@@ -392,7 +392,8 @@ def setup(
                 push.shutdown()
             raise ConfigurationError(
                 f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another "
-                f"port with port=... or {ENV_PORT}"
+                f"port with port=... or {ENV_PORT}, or pass start_server=False when your app already "
+                f"serves this registry (spanmeter's metrics then appear on its endpoint)"
             ) from exc
     if evaluator is not None:
         if isinstance(evaluator.judge, LLMJudge) and evaluator.judge.tracer_provider is None:
