@@ -192,7 +192,7 @@ def test_alone_spanmeter_exports_its_genai_metrics():
         s = Scrape(generate_latest(registry).decode())
     finally:
         meter.shutdown()
-    assert s.total("gen_ai_client_operation_duration_seconds_count") == 1
+    assert s.total("gen_ai_client_inference_duration_seconds_count") == 1  # current names by default
     assert meter.reader.deferrals.deferred == {}
 
 
