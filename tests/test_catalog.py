@@ -50,6 +50,7 @@ def test_no_label_can_carry_prompts_user_or_conversation_ids():
         "gen_ai_token_type", "gen_ai_agent_name", "gen_ai_tool_name", "gen_ai_tool_type", "gen_ai_workflow_name",
         "kind", "field",
         "reason", "label", "source", "catalogue", "version", "signal",
+        "decision",  # allow | deny | require_approval only (conventions.decision_of)
     }  # fmt: skip
     assert {key for m in METRICS for key in m.exposed_labels} == reviewed
     dims = {dim for table in TABLES.values() for dim in table}
