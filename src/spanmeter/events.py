@@ -120,7 +120,10 @@ class EventBook:
 
 
 def record_event_locked(state, agent, name: str, attributes) -> None:
-    """One evaluation result or tool-call decision for ``agent`` (None: unknown)."""
+    """One evaluation result or tool-call decision for ``agent`` (None: unknown; then the
+    event's own ``gen_ai.agent.name``, which some evaluators write, is used)."""
+    if agent is None:
+        agent = attributes.get(c.AGENT_NAME)
     if name == c.EVALUATION_RESULT:
         metric_type, score, reason = c.evaluation_of(attributes)
         if reason is not None:
