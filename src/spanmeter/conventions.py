@@ -369,16 +369,16 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
             tool = get(TRACELOOP_ENTITY_NAME)
         agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
         return Record(kind, op, agent, agent is not None, None, None, None, tool, get(TOOL_TYPE), error_type,
-                      None, None, None, None, None, None, None, _with(None, edrop), None,
-                      main_agent=_main_agent(get), tool_decision=get(TOOL_CALL_DECISION))  # fmt: skip
+                      None, None, None, None, None, None, None, _with(None, edrop), None, False, False, False, False,
+                      _main_agent(get), None, get(TOOL_CALL_DECISION))  # fmt: skip
     agent, named = run_name(attributes, kind, name)
     conversation = get(CONVERSATION_ID)
     if conversation is None:
         conversation = get(SESSION_ID)
     return Record(kind, op, agent, named, None, None, None, None, None, error_type,
                   conversation, None, None, None, None, None, None, _with(None, edrop), None, False, False,
-                  get(CONVERSATION_ENDED) is True, get(CONVERSATION_ESCALATED) is True,
-                  agent_id=key(get(AGENT_ID)))  # fmt: skip
+                  get(CONVERSATION_ENDED) is True, get(CONVERSATION_ESCALATED) is True, None,
+                  key(get(AGENT_ID)))  # fmt: skip
 
 
 def _read_inference(get, op, error_type, edrop) -> Record:
@@ -418,9 +418,12 @@ def _read_inference(get, op, error_type, edrop) -> Record:
     agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
     if get(COST_AMOUNT) is not None or get(COST_CURRENCY) is not None:
         drops = _with(drops, cost_of(get)[1])
+    main_agent = get(MAIN_AGENT_NAME)
+    if main_agent is None:
+        main_agent = get(MAIN_AGENT_NAME_MS)
     return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
                   response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
-                  drops, ttfc, usage_only, awaits, main_agent=_main_agent(get))  # fmt: skip
+                  drops, ttfc, usage_only, awaits, False, False, main_agent)  # fmt: skip
 
 
 def _main_agent(get):
@@ -438,20 +441,23 @@ def cost_of(get) -> tuple[float | None, tuple | None]:
     given for them. A cost must be a finite number in [0, 1e9) (else ``out_of_range`` /
     ``wrong_type``).
     """
-    currency = get(COST_CURRENCY)
-    usd = currency.__class__ is str and currency.upper() == "USD"
     amount = get(COST_AMOUNT)
     if amount is not None:
-        if not usd:
+        currency = get(COST_CURRENCY)
+        if currency.__class__ is not str or currency.upper() != "USD":
             return None, ("cost", "currency_missing" if currency is None else "currency_not_usd")
         return _dollars(amount)
-    for name in LEGACY_COST_ATTRIBUTES:
+    for name in LEGACY_COST_ATTRIBUTES:  # the common case: none of them, three lookups
         amount = get(name)
         if amount is not None:
-            if currency is not None and not usd:  # OpenLIT writes gen_ai.usage.cost.currency too
+            currency = get(COST_CURRENCY)  # OpenLIT writes gen_ai.usage.cost.currency too
+            if currency is not None and (currency.__class__ is not str or currency.upper() != "USD"):
                 return None, ("cost", "currency_not_usd")
             return _dollars(amount)
-    return None, None
+    return _NO_COST
+
+
+_NO_COST = (None, None)
 
 
 def _dollars(amount) -> tuple[float | None, tuple | None]:

@@ -61,6 +61,7 @@ SPAN_COST_ATTRIBUTES = (c.COST_AMOUNT,) + c.LEGACY_COST_ATTRIBUTES
 #: Where a price came from (the ``source`` label of ``spanmeter_priced_calls_total``).
 SOURCE_SPAN, SOURCE_OVERRIDE, SOURCE_CATALOGUE = "span", "override", "catalogue"
 _PRICED_SOURCES = (SOURCE_OVERRIDE, SOURCE_CATALOGUE)
+_cost_of = c.cost_of
 #: Returned by :meth:`Pricer.price` for a call with tokens but no known price.
 UNPRICED = "unpriced"
 PRICE_TYPES = ("input", "output", "cache_read", "cache_write")
@@ -426,7 +427,7 @@ class Pricer:
     # --- per span ------------------------------------------------------------------------
     def price(self, provider, model, response_model, tokens, end_ns, attributes):
         """None (nothing to price), :data:`UNPRICED`, or (femto-dollars, source)."""
-        dollars, drop = c.cost_of(attributes.get)
+        dollars, drop = _cost_of(attributes.get)
         if dollars is not None:
             # a cost spanmeter itself wrote (its own spans) keeps the source of its price
             source = attributes.get(c.PRICE_SOURCE)
