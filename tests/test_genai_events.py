@@ -10,6 +10,7 @@ tests/test_evaluator_events.py for events recorded from a real evaluator package
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from opentelemetry import trace
@@ -126,10 +127,20 @@ def test_tool_call_decisions_count_allow_deny_and_escalations_per_agent_and_tool
     assert s.value("spanmeter_dropped_values_total", field="tool_call_decision", reason="unknown_value") == 1
 
 
-def test_an_event_whose_span_is_never_seen_counts_without_an_agent_after_a_wait(meter, scrape, logger, monkeypatch):
-    monkeypatch.setattr(spanmeter.events, "WAIT_SECONDS", 0.0)
+def test_an_event_whose_span_is_never_seen_counts_without_an_agent_after_a_wait(meter, scrape, logger):
     logger.emit(event_name=EVAL, attributes=evaluation("relevance", 0.6))  # no span, no response id
+    meter.processor.drain()
+    assert meter.processor.events.waiting == 1  # it waits for its span ...
+    with meter.state.lock:
+        meter.processor.events.resolve_locked(meter.state, {}, None,
+                                              now=time.monotonic() + spanmeter.events.WAIT_SECONDS)  # fmt: skip
+    assert meter.processor.events.waiting == 0  # ... WAIT_SECONDS at most, then counts without an agent
     assert scrape().value("agent_quality_score", agent_name="unknown", metric_type="relevance") == 0.6
+
+
+def test_a_flush_counts_the_waiting_events_at_once(meter, scrape, logger):
+    logger.emit(event_name=EVAL, attributes=evaluation("relevance", 0.4))
+    assert scrape().value("agent_quality_score", agent_name="unknown", metric_type="relevance") == 0.4
 
 
 def test_log_processor_needs_a_running_spanmeter():

@@ -97,9 +97,13 @@ class EventBook:
             for name, attributes in record.signals:
                 record_event_locked(state, agent, name, attributes)
 
-    def resolve_locked(self, state, opened: dict, attributes_of, now: float | None = None) -> None:
-        """Count the waiting log-record events whose span's agent is known (or waited long enough)."""
+    def resolve_locked(self, state, opened: dict, attributes_of, now: float | None = None,
+                       waited: bool = False) -> None:
+        """Count the waiting log-record events whose span's agent is known, or that waited long
+        enough (``waited``: all of them, as a flush or shutdown wants)."""
         now = time.monotonic() if now is None else now
+        if waited:
+            now += WAIT_SECONDS
         waiting = self._waiting
         for _ in range(len(waiting)):
             item = waiting.popleft()

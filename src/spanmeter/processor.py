@@ -281,7 +281,7 @@ class SpanmeterProcessor(SpanProcessor):
                     self.evaluator.offer(*offer)
             if self.events.waiting:  # log-record events, once the spans they are about were added
                 with state.lock:
-                    self.events.resolve_locked(state, self._open, _attributes)
+                    self.events.resolve_locked(state, self._open, _attributes, waited=flush)
         except Exception:  # deliberate
             self._fault()
         finally:
