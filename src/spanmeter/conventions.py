@@ -471,12 +471,14 @@ def _dollars(amount) -> tuple[float | None, tuple | None]:
 def signals_of(events) -> tuple | None:
     """(event name, attributes) of a span's ``gen_ai.evaluation.result`` and
     ``gen_ai.tool.call.decision`` events, or None when it has none."""
-    out = None
+    out: list | None = None
     for event in events:
         name = getattr(event, "name", None)
         if name == EVALUATION_RESULT or name == TOOL_CALL_DECISION:
-            out = (out or ()) + ((name, event.attributes or {}),)
-    return out
+            if out is None:
+                out = []
+            out.append((name, event.attributes or {}))
+    return tuple(out) if out else None
 
 
 def evaluation_of(attributes) -> tuple[object, float | None, str | None]:
