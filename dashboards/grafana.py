@@ -209,6 +209,10 @@ def tool_performance():
         ts("Tool calls per run", "Tool calls one agent run makes: mean and P95.", "short",
            (_mean("agent_tool_calls_per_run", "agent_name", A), "{{agent_name}} mean"),
            (_quantile(0.95, "agent_tool_calls_per_run", "agent_name", A), "{{agent_name}} P95"), width=24, height=6),
+        ts("Tool call decisions", "Decisions taken before a tool ran (gen_ai.tool.call.decision), per second: "
+           "allow, deny, require_approval (a human or another approver was asked).", "reqps",
+           (f"sum by (tool_name, decision) ({_rate('agent_tool_call_decisions', T)})", "{{tool_name}} {{decision}}"),
+           stacked=True, bars=True, width=24, height=6),
     ]  # fmt: skip
 
 

@@ -52,6 +52,7 @@ def test_no_label_can_carry_prompts_user_or_conversation_ids():
         "reason", "label", "source", "catalogue", "version", "signal",
         "gen_ai_token_modality",  # text, image, audio, unknown
         "finish_reason",  # the provider's stop reason (stop, length, ...), bounded by label_limits
+        "decision",  # allow | deny | require_approval only (conventions.decision_of)
     }  # fmt: skip
     assert {key for m in METRICS for key in m.exposed_labels} == reviewed
     dims = {dim for table in TABLES.values() for dim in table}

@@ -81,3 +81,27 @@ def test_span_kinds_from_the_operation_name():
 )
 def test_prometheus_names(name, unit, kind, expected):
     assert prometheus_name(name, unit, kind) == expected
+
+
+def test_the_2026_attributes_are_read_into_the_record():
+    call = c.read({"gen_ai.operation.name": "chat", "gen_ai.main_agent.name": "concierge"}, c.KIND_INFERENCE, False)
+    assert call.main_agent == "concierge" and call.agent is None
+    tool = c.read({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "refund",
+                   "gen_ai.tool.call.decision": "require_approval",
+                   "microsoft.gen_ai.main_agent.name": "concierge"}, c.KIND_TOOL, False)  # fmt: skip
+    assert (tool.tool_decision, tool.main_agent) == ("require_approval", "concierge")
+    run = c.read({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support",
+                  "gen_ai.agent.id": "asst_" + "x" * 200}, c.KIND_AGENT, False)  # fmt: skip
+    assert run.agent == "support" and run.agent_id == hash("asst_" + "x" * 200)  # identity, bounded, never a label
+    eur = c.read({"gen_ai.operation.name": "chat", "gen_ai.usage.cost.amount": 1.0,
+                  "gen_ai.usage.cost.currency": "EUR"}, c.KIND_INFERENCE, False)  # fmt: skip
+    assert eur.drops == [("cost", "currency_not_usd")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("allow", ("allow", None)), ("DENY", ("deny", None)), (" require_approval", ("require_approval", None)),
+     ("approve", (None, "unknown_value")), (True, (None, "wrong_type")), (None, (None, "wrong_type"))],
+)  # fmt: skip
+def test_tool_call_decisions_are_the_three_outcomes_of_the_convention(value, expected):
+    assert c.decision_of(value) == expected

@@ -421,3 +421,26 @@ def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works
         assert httpx2.HTTPTransport.__dict__["handle_request"]._spanmeter is handle  # left passing through
         httpx2.HTTPTransport.handle_request = original  # for the other tests
     assert len(inference_spans(exporter)) == 1
+
+
+def test_inference_spans_carry_the_priced_cost_before_they_end(meter, instrumented, providers, scrape, exporter):
+    providers.usage = Usage(input=1234, output=321, cache_read=400, cache_write=100, reasoning=0)
+    openai_client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
+    openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    stream = openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)  # no usage asked
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    claude = anthropic.Anthropic(base_url=providers.url, api_key="test", max_retries=0)
+    claude.messages.create(model="claude-test-sonnet", max_tokens=64, messages=MESSAGES)
+    openai_json, openai_stream, anthropic_json = inference_spans(exporter)
+    openai_cost = (834 * 2.5 + 400 * 1.25 + 321 * 10) / 1e6  # prompt_tokens include the cached 400
+    # Anthropic's input leaves the cache out: 1234 fresh + 400 read + 100 written
+    anthropic_cost = (1234 * 3 + 400 * 0.3 + 100 * 3.75 + 321 * 15) / 1e6
+    for span, cost in ((openai_json, openai_cost), (anthropic_json, anthropic_cost)):
+        assert span.attributes["gen_ai.usage.cost.amount"] == pytest.approx(cost, abs=1e-15)
+        assert span.attributes["gen_ai.usage.cost.currency"] == "USD"
+        assert span.attributes["gen_ai.usage.cost.source"] == "local"
+        assert span.attributes["spanmeter.cost.price_source"] == "override"
+    assert "gen_ai.usage.cost.amount" not in openai_stream.attributes  # no usage: no cost, never $0
+    s = scrape()
+    assert s.value("agent_estimated_cost_dollars_total", model_id="gpt-4o") == pytest.approx(openai_cost, abs=1e-12)
+    assert s.value("spanmeter_priced_calls_total", source="override") == 2  # the span's cost keeps its source

@@ -220,3 +220,42 @@ def test_a_missing_exporter_package_is_a_configuration_error_naming_the_extra(mo
     with pytest.raises(ConfigurationError, match=r"needs opentelemetry-exporter-otlp-proto-grpc: pip install 'spanmeter\[otlp\]'"):
         otlp.resolve(protocol="grpc", environ={})
     assert otlp.resolve(environ={}).metrics_protocol == "http/protobuf"  # the other one is still there
+
+
+def test_every_exported_inference_span_with_a_price_carries_its_cost(receiver):
+    from tests.otlp_receiver import attributes
+
+    meter = push_only(receiver.url, otlp_spans=True, prices={"price": [{"model": "gpt-4o", "input": 2.5, "output": 10}]},
+                      price_catalogue=False)  # fmt: skip
+    tracer = meter.tracer_provider.get_tracer("another-instrumentation")
+    genai = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.provider.name": "openai",
+             "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}  # fmt: skip
+    openinference = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o", "llm.provider": "openai",
+                     "llm.token_count.prompt": 2000, "llm.token_count.completion": 200}  # fmt: skip
+    for name, attrs in (("official", genai), ("openinference", openinference),
+                        ("unknown-model", {**genai, "gen_ai.request.model": "acme-llm"}),
+                        ("legacy-cost", {**genai, "llm.cost.total": 0.25}),
+                        ("priced-upstream", {**genai, "gen_ai.usage.cost.amount": 0.5,
+                                             "gen_ai.usage.cost.currency": "USD",
+                                             "gen_ai.usage.cost.source": "provider"}),
+                        ("not-genai", {"http.request.method": "POST"})):  # fmt: skip
+        tracer.start_span(name, attributes=attrs).end()
+    with meter.model_call("gpt-4o", provider="openai") as call:  # priced before it ended
+        call.record_usage(input_tokens=10, output_tokens=1)
+    meter.shutdown()
+    exported = {span.name: attributes(span.attributes) for _, span in receiver.spans()}
+    cost = {name: a.get("gen_ai.usage.cost.amount") for name, a in exported.items()}
+    assert cost == {
+        "official": pytest.approx((1000 * 2.5 + 100 * 10) / 1e6, abs=1e-15),
+        "openinference": pytest.approx((2000 * 2.5 + 200 * 10) / 1e6, abs=1e-15),
+        "unknown-model": None,  # no price: no cost, never $0
+        "legacy-cost": 0.25,
+        "priced-upstream": 0.5,
+        "not-genai": None,
+        "chat gpt-4o": pytest.approx((10 * 2.5 + 1 * 10) / 1e6, abs=1e-15),
+    }
+    assert exported["official"]["gen_ai.usage.cost.currency"] == "USD"
+    assert exported["official"]["gen_ai.usage.cost.source"] == "local"
+    assert exported["official"]["spanmeter.cost.price_source"] == "override"
+    assert exported["priced-upstream"]["gen_ai.usage.cost.source"] == "provider"  # left as it was
+    assert exported["official"]["gen_ai.usage.input_tokens"] == 1000  # the copy keeps everything else

@@ -179,3 +179,21 @@ def test_a_stopped_processor_ignores_spans(meter, scrape):
     with meter.agent_run("after"):
         pass
     assert scrape().total("agent_requests_total") == 0
+
+
+def test_main_agent_names_the_calls_and_tools_no_agent_span_encloses(meter, scrape):
+    tracer = meter.tracer_provider.get_tracer("a-hosted-agent")
+    main = {"gen_ai.main_agent.name": "concierge"}
+    tracer.start_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                                 "gen_ai.usage.input_tokens": 10, **main}).end()  # fmt: skip
+    tracer.start_span("execute_tool search", attributes={"gen_ai.operation.name": "execute_tool",
+                                                         "gen_ai.tool.name": "search", **main}).end()  # fmt: skip
+    with meter.agent_run("billing"):  # an agent span encloses it: its run's agent wins
+        tracer.start_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                                     **main}).end()  # fmt: skip
+    s = scrape()
+    assert s.value("model_inference_calls_total", agent_name="concierge", model_id="gpt-4o") == 1
+    assert s.value("model_inference_calls_total", agent_name="billing", model_id="gpt-4o") == 1
+    assert s.value("agent_tool_calls_total", agent_name="concierge", tool_name="search", status="success") == 1
+    assert not s.label_sets("agent_requests_total") or {x["agent_name"] for x in s.label_sets("agent_requests_total")
+                                                        } == {"billing"}  # no phantom run of the main agent

@@ -452,6 +452,7 @@ class State:
             "price_sources": Table("price_sources", CountSeries),
             "price_catalogue": Table("price_catalogue", InfoSeries),
             "otlp_failures": Table("otlp_failures", CountSeries),
+            "tool_decisions": Table("tool_decisions", CountSeries),
         }
         # Zero-valued health series exist from the start so alerts on them can fire.
         self.count_locked("faults", (), 0)

@@ -52,6 +52,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "price_sources": ("source",),
     "price_catalogue": ("catalogue", "version"),
     "otlp_failures": ("signal",),
+    "tool_decisions": ("agent", "tool", "decision"),
 }
 
 # --- buckets ---------------------------------------------------------------------------
@@ -236,6 +237,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("agent_tool_call_duration", HISTOGRAM, "s",
                "Duration of a tool call.",
                "tool", "duration", (_A, ("tool_name", "tool")), TOOL_CALL_BUCKETS),
+    MetricSpec("agent_tool_call_decisions", COUNTER, "{decision}",
+               "Decisions taken before a tool ran (gen_ai.tool.call.decision): allow, deny, or "
+               "require_approval (escalated to a human or another approver).",
+               "tool_decisions", "count", (_A, ("tool_name", "tool"), ("decision", "decision"))),
     # --- quality and conversations ---
     MetricSpec("agent_quality_score", GAUGE, "1",
                "Rolling average of evaluation scores (0..1) over the quality window.",

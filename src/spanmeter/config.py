@@ -361,7 +361,8 @@ def setup(
 
     reader = (PrometheusReader(state=state, resource=resource, registry=registry, cardinality_limit=sdk_cardinality_limit)
               if prometheus else None)  # fmt: skip
-    push = (_otlp.Push(push_settings, state=state, resource=resource, cardinality_limit=sdk_cardinality_limit)
+    push = (_otlp.Push(push_settings, state=state, resource=resource, cardinality_limit=sdk_cardinality_limit,
+                       pricer=pricer)
             if push_settings is not None else None)  # fmt: skip
     readers = [r for r in (reader, push and push.reader) if r is not None]
     owns = meter_provider is None

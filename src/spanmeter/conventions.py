@@ -109,6 +109,29 @@ LLM_REQUEST_TYPE = "llm.request.type"  # before it wrote gen_ai.operation.name
 # turn of its conversation, and whether the conversation was escalated to a human.
 CONVERSATION_ENDED = "spanmeter.conversation.ended"
 CONVERSATION_ESCALATED = "spanmeter.conversation.escalated"
+# --- GenAI conventions of 2026 (semantic-conventions-genai; Development stability) ----------
+#: The process's top-level agent (entity ``gen_ai.main_agent``), on spans or their resource.
+MAIN_AGENT_NAME = "gen_ai.main_agent.name"
+MAIN_AGENT_NAME_MS = "microsoft.gen_ai.main_agent.name"  # Azure Monitor's processor copies it so
+#: Per-operation cost (PR #443, issue #287): amount, ISO 4217 currency, provider|local.
+COST_AMOUNT = "gen_ai.usage.cost.amount"
+COST_CURRENCY = "gen_ai.usage.cost.currency"
+COST_SOURCE = "gen_ai.usage.cost.source"
+COST_SOURCE_PROVIDER, COST_SOURCE_LOCAL = "provider", "local"
+#: Costs in US dollars peers wrote before the convention: OpenInference, OpenLIT, pydantic-ai.
+LEGACY_COST_ATTRIBUTES = ("llm.cost.total", "gen_ai.usage.cost", "operation.cost")
+#: spanmeter's own cost attribute: where the price of a cost spanmeter wrote came from
+#: (``override`` or ``catalogue``), so its processor reports it truthfully.
+PRICE_SOURCE = "spanmeter.cost.price_source"
+#: Events (span events or log records with this event name), parented to the span they are about.
+EVALUATION_RESULT = "gen_ai.evaluation.result"
+EVALUATION_NAME = "gen_ai.evaluation.name"
+EVALUATION_SCORE_VALUE = "gen_ai.evaluation.score.value"
+EVALUATION_SCORE_LABEL = "gen_ai.evaluation.score.label"
+EVALUATION_EXPLANATION = "gen_ai.evaluation.explanation"
+TOOL_CALL_DECISION = "gen_ai.tool.call.decision"  # the event (PR #535); also seen as a tool span attribute
+TOOL_CALL_DECISION_OUTCOME = "gen_ai.tool.call.decision.outcome"
+DECISIONS = ("allow", "deny", "require_approval")
 
 OP_CHAT = "chat"
 OP_INVOKE_AGENT = "invoke_agent"
@@ -256,7 +279,11 @@ class Record(NamedTuple):
     of values that could not be used. ``named`` is False when an agent or workflow name came
     from the span name (see :func:`run_name`). ``usage_only`` marks a span that only carries
     the usage of a call another span reported (Logfire's log span at the end of a stream);
-    ``awaits_usage`` a streamed call whose usage such a span will bring.
+    ``awaits_usage`` a streamed call whose usage such a span will bring. ``main_agent``:
+    ``gen_ai.main_agent.name`` of a call or tool (the agent of a call no agent span encloses);
+    ``agent_id``: ``gen_ai.agent.id`` of a run (identity only, never a label); ``tool_decision``:
+    ``gen_ai.tool.call.decision`` set on a tool span; ``signals``: set by the processor from
+    the span's events (:func:`signals_of`).
     """
 
     kind: int
@@ -282,6 +309,11 @@ class Record(NamedTuple):
     awaits_usage: bool = False
     ends_conversation: bool = False  # spanmeter's own runs: the last turn (AgentRun.end_conversation())
     escalated: bool = False
+    # --- 2026 conventions (h-attrs) ---
+    main_agent: object = None  # gen_ai.main_agent.name of a call or tool (raw; see spanmeter.events)
+    agent_id: object = None  # gen_ai.agent.id (never a label; kept short by key())
+    tool_decision: object = None  # gen_ai.tool.call.decision written as a tool span attribute
+    signals: tuple | None = None  # (event name, attributes) of the span's evaluation/decision events
     # --- read from the current GenAI conventions (semantic-conventions-genai, issue 14) ---
     #: ``gen_ai.response.finish_reasons`` as the span wrote them (raw values, at most
     #: :data:`MAX_FINISH_REASONS`); labels are made from them by the state.
@@ -360,14 +392,16 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
             tool = get(TRACELOOP_ENTITY_NAME)
         agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
         return Record(kind, op, agent, agent is not None, None, None, None, tool, get(TOOL_TYPE), error_type,
-                      None, None, None, None, None, None, None, _with(None, edrop), None)  # fmt: skip
+                      None, None, None, None, None, None, None, _with(None, edrop), None, False, False, False, False,
+                      _main_agent(get), None, get(TOOL_CALL_DECISION))  # fmt: skip
     agent, named = run_name(attributes, kind, name)
     conversation = get(CONVERSATION_ID)
     if conversation is None:
         conversation = get(SESSION_ID)
     return Record(kind, op, agent, named, None, None, None, None, None, error_type,
                   conversation, None, None, None, None, None, None, _with(None, edrop), None, False, False,
-                  get(CONVERSATION_ENDED) is True, get(CONVERSATION_ESCALATED) is True)  # fmt: skip
+                  get(CONVERSATION_ENDED) is True, get(CONVERSATION_ESCALATED) is True, None,
+                  key(get(AGENT_ID)))  # fmt: skip
 
 
 def _read_inference(get, op, error_type, edrop) -> Record:
@@ -408,10 +442,15 @@ def _read_inference(get, op, error_type, edrop) -> Record:
     modality, mdrops = modality_usage(get)
     if mdrops:
         drops = (drops or []) + mdrops
+    if get(COST_AMOUNT) is not None or get(COST_CURRENCY) is not None:
+        drops = _with(drops, cost_of(get)[1])
+    main_agent = get(MAIN_AGENT_NAME)
+    if main_agent is None:
+        main_agent = get(MAIN_AGENT_NAME_MS)
     return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
                   response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
-                  drops, ttfc, usage_only, awaits,
-                  finish_reasons=finish_reasons(get), modality_tokens=modality)  # fmt: skip
+                  drops, ttfc, usage_only, awaits, False, False, main_agent, None, None, None,
+                  finish_reasons(get), modality)  # fmt: skip
 
 
 def finish_reasons(get) -> tuple | None:
@@ -445,6 +484,100 @@ def modality_usage(get) -> tuple[tuple | None, list | None]:
             if reason is not None:
                 drops = (drops or []) + [(MODALITY_TOKEN_ATTRIBUTES[n][len("gen_ai.usage."):], reason)]
     return tuple(values), drops
+
+
+
+def _main_agent(get):
+    value = get(MAIN_AGENT_NAME)
+    return get(MAIN_AGENT_NAME_MS) if value is None else value
+
+
+def cost_of(get) -> tuple[float | None, tuple | None]:
+    """(US dollars, None) of a cost the span carries, or (None, a (field, reason) drop or None).
+
+    ``gen_ai.usage.cost.amount`` is used when ``gen_ai.usage.cost.currency`` is ``USD``; in
+    another currency, or without one, it is not (drop ``cost`` ``currency_not_usd`` /
+    ``currency_missing``) and the call is priced as if it carried no cost. Then the older
+    dollar attributes (:data:`LEGACY_COST_ATTRIBUTES`), unless a currency other than USD is
+    given for them. A cost must be a finite number in [0, 1e9) (else ``out_of_range`` /
+    ``wrong_type``).
+    """
+    amount = get(COST_AMOUNT)
+    if amount is not None:
+        currency = get(COST_CURRENCY)
+        if currency.__class__ is not str or currency.upper() != "USD":
+            return None, ("cost", "currency_missing" if currency is None else "currency_not_usd")
+        return _dollars(amount)
+    for name in LEGACY_COST_ATTRIBUTES:  # the common case: none of them, three lookups
+        amount = get(name)
+        if amount is not None:
+            currency = get(COST_CURRENCY)  # OpenLIT writes gen_ai.usage.cost.currency too
+            if currency is not None and (currency.__class__ is not str or currency.upper() != "USD"):
+                return None, ("cost", "currency_not_usd")
+            return _dollars(amount)
+    return _NO_COST
+
+
+_NO_COST = (None, None)
+
+
+def _dollars(amount) -> tuple[float | None, tuple | None]:
+    if amount.__class__ not in (int, float):
+        return None, ("cost", "wrong_type")
+    if not (math.isfinite(amount) and 0 <= amount < 1e9):
+        return None, ("cost", "out_of_range")
+    return float(amount), None
+
+
+def signals_of(events) -> tuple | None:
+    """(event name, attributes) of a span's ``gen_ai.evaluation.result`` and
+    ``gen_ai.tool.call.decision`` events, or None when it has none."""
+    out: list | None = None
+    for event in events:
+        name = getattr(event, "name", None)
+        if name == EVALUATION_RESULT or name == TOOL_CALL_DECISION:
+            if out is None:
+                out = []
+            out.append((name, event.attributes or {}))
+    return tuple(out) if out else None
+
+
+def evaluation_of(attributes) -> tuple[object, float | None, str | None]:
+    """(evaluation name, score in 0..1 or None, drop reason or None) of an evaluation result.
+
+    The score is ``gen_ai.evaluation.score.value``: a number in [0, 1] (a numeric string is
+    read); absent (a label-only verdict: ``absent``), another type (``wrong_type``, ``bool_value``,
+    ``not_a_number``), NaN or outside [0, 1] (``out_of_range``) gives no score.
+    """
+    get = attributes.get
+    name = get(EVALUATION_NAME)
+    score = get(EVALUATION_SCORE_VALUE)
+    if name is None or name == "":
+        return None, None, "no_name"
+    if score is None:
+        return name, None, "absent"
+    if score.__class__ is bool:
+        return name, None, "bool_value"
+    if score.__class__ is str:
+        try:
+            score = float(score)
+        except ValueError:
+            return name, None, "not_a_number"
+    elif not isinstance(score, (int, float)):
+        return name, None, "wrong_type"
+    if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+        return name, None, "out_of_range"
+    return name, float(score), None
+
+
+def decision_of(value) -> tuple[str | None, str | None]:
+    """(``allow`` | ``deny`` | ``require_approval``, None), or (None, drop reason) for any other value."""
+    if value.__class__ is not str:
+        return None, "wrong_type"
+    value = value.strip().lower()
+    if value in DECISIONS:
+        return value, None
+    return None, "unknown_value"
 
 
 _LC_AGENT = re.compile(r'"lc_agent_name"\s*:\s*"([^"\\]{1,128})"')

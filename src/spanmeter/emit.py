@@ -11,6 +11,13 @@ exception event, and still ends, so the measurement is recorded. An exception th
 not an ``Exception`` (cancellation, ``KeyboardInterrupt``) is recorded the same way.
 A handle's ``fail(error_type)`` marks a failure without an exception.
 
+A model call's span gets its cost before it ends, when usage was recorded and the model has
+a price (the pricer of the spanmeter processor on the span's tracer provider; the pricing
+cache makes it a dictionary lookup): ``gen_ai.usage.cost.amount`` (US dollars),
+``gen_ai.usage.cost.currency`` ``USD``, ``gen_ai.usage.cost.source`` ``local``
+(semantic-conventions-genai, Development), and ``spanmeter.cost.price_source`` (override or
+catalogue). A cost the application set on the span itself is left as it is.
+
 A scope object may be kept and reused, also concurrently (``SEARCH = tool_call("search")``
 then ``async with SEARCH:`` in several tasks or threads): each entry's span and handle
 live in that entry's context (``contextvars``, through the OpenTelemetry context), so
@@ -31,11 +38,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from spanmeter import __version__
 from spanmeter import conventions as c
+from spanmeter.lifecycle import attached
+from spanmeter.pricing import cost_attributes
 
 _log = logging.getLogger("spanmeter")
 _tracers: dict[int, tuple[object, trace.Tracer]] = {}
 #: OpenTelemetry context key of the innermost entry (its handle) of a spanmeter scope.
 _ENTRY = otel_context.create_key("spanmeter-scope-entry")
+_NO_ATTRIBUTES: dict = {}
 
 
 def _tracer(tracer_provider) -> trace.Tracer:
@@ -115,7 +125,12 @@ class AgentRun(SpanHandle):
 class ModelCall(SpanHandle):
     """Handle of a model inference: record usage and response details on it."""
 
-    __slots__ = ()
+    __slots__ = ("_tokens", "_response_model")
+
+    def __init__(self, span):
+        super().__init__(span)
+        self._tokens = None  # (input, output, cache_read, cache_write, reasoning), for the cost
+        self._response_model = None
 
     def record_usage(
         self,
@@ -130,6 +145,7 @@ class ModelCall(SpanHandle):
         and writes, ``output_tokens`` includes reasoning. (Anthropic's API reports
         input without cache: add ``cache_read`` and ``cache_creation`` to it.)"""
         span = self.span
+        self._tokens = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
         for key, value in (
             (c.INPUT_TOKENS, input_tokens),
             (c.OUTPUT_TOKENS, output_tokens),
@@ -148,6 +164,7 @@ class ModelCall(SpanHandle):
         response_id: str | None = None,
     ) -> None:
         if model is not None:
+            self._response_model = model
             self.span.set_attribute(c.RESPONSE_MODEL, model)
         if finish_reasons is not None:
             self.span.set_attribute(c.RESPONSE_FINISH_REASONS, list(finish_reasons))
@@ -204,11 +221,37 @@ class _Scope:
                 span.set_attribute(c.ERROR_TYPE, handle._error_type or c.error_type_of(exc))
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
                 span.record_exception(exc)
+            if self._handle_cls is ModelCall and handle._tokens is not None:
+                self._price(handle)
         finally:
             otel_context.detach(handle._token)
             span.end()
             if self._handle_cls is AgentRun and (handle._input is not None or handle._output is not None):
                 self._offer(handle)
+
+    def _price(self, handle: ModelCall) -> None:
+        """Set the call's cost attributes (see the module docstring); never raises."""
+        try:
+            span = handle.span
+            attributes = getattr(span, "attributes", None) or {}
+            if c.COST_AMOUNT in attributes:
+                return  # the application priced it
+            tracer_provider = self._tracer_provider
+            if tracer_provider is None:
+                from spanmeter import config
+
+                tracer_provider = config.default_tracer_provider()
+            pricer = pricer_of(tracer_provider)
+            if pricer is None:
+                return
+            tokens, _ = c.coerce_tokens(handle._tokens)
+            priced = pricer.price(self._attributes.get(c.PROVIDER_NAME), self._attributes.get(c.REQUEST_MODEL),
+                                  handle._response_model, tokens, time.time_ns(), _NO_ATTRIBUTES)  # fmt: skip
+            cost = cost_attributes(priced)
+            if cost:
+                span.set_attributes(cost)
+        except Exception:  # deliberate: pricing must never break the application's call
+            _log.debug("spanmeter could not price a model call", exc_info=True)
 
     def _offer(self, handle: AgentRun) -> None:
         evaluator = self._evaluator
@@ -242,6 +285,15 @@ class _Scope:
                 return fn(*args, **kwargs)
 
         return wrapper
+
+
+def pricer_of(tracer_provider):
+    """The pricer of the spanmeter processor attached to ``tracer_provider``, or None."""
+    for processor in attached(tracer_provider):
+        pricer = getattr(processor, "pricer", None)
+        if pricer is not None:
+            return pricer
+    return None
 
 
 def agent_run(

@@ -44,6 +44,10 @@ second one. Provider errors: ``error.type`` from the error body (``rate_limit_ex
 ``rate_limit_error``, ``overloaded_error``, ``RESOURCE_EXHAUSTED``,
 ``context_length_exceeded``), else the HTTP status (``429``, ``529``...).
 
+Cost: the inference span carries the call's priced cost before it ends
+(``gen_ai.usage.cost.amount`` in US dollars, ``.currency`` ``USD``, ``.source`` ``local``,
+and ``spanmeter.cost.price_source``), when the response had usage and the model a price.
+
 The HTTP instrumentation's own metrics are not recorded (it gets a no-op meter
 provider): spanmeter's metrics come from spans.
 """
@@ -62,6 +66,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from spanmeter import __version__, wire
 from spanmeter import conventions as c
 from spanmeter.errors import ConfigurationError
+from spanmeter.pricing import cost_attributes
 
 __all__ = ["HttpxInstrumentation", "Rule", "instrument"]
 
@@ -69,6 +74,7 @@ Rule = wire.Rule
 _log = logging.getLogger("spanmeter")
 _INFERENCE_OPS = frozenset(op for op, kind in c.OPERATION_KINDS.items() if kind == c.KIND_INFERENCE)
 _CLOSED_EARLY = (wire.FIELD_RESPONSE, "closed_early")
+_NO_ATTRIBUTES: dict = {}
 
 
 class _Call:
@@ -130,6 +136,7 @@ class _Call:
             if result is not None:
                 _set_result(span, result)
                 error_type = error_type or result.error_type
+                self.owner._set_cost(span, self.request, result)
             if self.request.stream and self.first is not None:
                 span.set_attribute(c.TIME_TO_FIRST_CHUNK, self.first)
             if error_type:
@@ -404,6 +411,20 @@ class HttpxInstrumentation:
         handle._spanmeter = self
         setattr(cls, attribute, handle)
         self._patched.append((cls, attribute, original, handle))
+
+    def _set_cost(self, span, request: wire.Request, result: wire.Result) -> None:
+        """The call's priced cost on its span, before it ends (see :mod:`spanmeter.emit`)."""
+        pricer = getattr(self.meter.processor, "pricer", None)
+        if pricer is None:
+            return
+        tokens = (result.input_tokens, result.output_tokens, result.cache_read_tokens, result.cache_write_tokens,
+                  result.reasoning_tokens)  # fmt: skip
+        if tokens[0] is None and tokens[1] is None:
+            return
+        cost = cost_attributes(pricer.price(request.provider, request.model, result.response_model or None, tokens,
+                                            time.time_ns(), _NO_ATTRIBUTES))  # fmt: skip
+        if cost:
+            span.set_attributes(cost)
 
     def _drop(self, field_reason) -> None:
         self.meter.state.count("drops", field_reason)

@@ -89,3 +89,12 @@ def slot_of(tracer_provider) -> ProcessorSlot:
             slot = _slots[tracer_provider] = ProcessorSlot()
             tracer_provider.add_span_processor(slot)
         return slot
+
+
+def attached(tracer_provider) -> tuple:
+    """The processors spanmeter attached to ``tracer_provider`` (none: an empty tuple); adds nothing."""
+    try:
+        slot = _slots.get(tracer_provider)
+    except TypeError:  # not weak-referenceable: spanmeter never attached to it
+        return ()
+    return slot.targets if slot is not None else ()

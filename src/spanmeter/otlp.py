@@ -28,6 +28,13 @@ Failures: every OTLP export request that fails, or that is still in flight when
 (a failed span request loses its spans; metric points are cumulative and go with the next
 push). ``shutdown()`` logs what was not sent once.
 
+Cost on exported spans: with ``otlp_spans=True`` every exported inference span that has
+usage and no ``gen_ai.usage.cost.amount`` gets its priced cost in the export path
+(:class:`CostSpanExporter`, in the exporter's thread): ended spans are frozen, so the
+exported span is a copy with ``gen_ai.usage.cost.amount`` (US dollars), ``.currency``
+``USD``, ``.source`` ``local`` and ``spanmeter.cost.price_source`` added. A call whose model
+has no price is exported without a cost (never $0); spans that carry a cost keep theirs.
+
 Fork: initialise in each worker after the fork (:func:`post_fork_hook`). A pipeline
 inherited through ``fork()`` goes quiet in the child, so a worker never pushes under its
 parent's identity.
@@ -47,9 +54,13 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
 
+from spanmeter import conventions as c
 from spanmeter.export import SDK_CARDINALITY_LIMIT, ProducingReader
+from spanmeter.pricing import cost_attributes
 
 _log = logging.getLogger("spanmeter")
 
@@ -356,6 +367,56 @@ class CountedSpanExporter(_Counted, SpanExporter):
         self._stop()
 
 
+# --- cost on exported spans ---------------------------------------------------------------
+class CostSpanExporter(SpanExporter):
+    """Adds the priced cost to copies of the inference spans it exports (see the module
+    docstring); other spans pass as they are. Never fails an export for a pricing fault."""
+
+    def __init__(self, inner, pricer):
+        self.inner = inner
+        self.pricer = pricer
+
+    def export(self, spans):
+        pricer = self.pricer
+        out = []
+        for span in spans:
+            try:
+                span = with_cost(span, pricer)
+            except Exception:  # deliberate: the span goes as it was
+                _log.debug("spanmeter could not price an exported span", exc_info=True)
+            out.append(span)
+        return self.inner.export(out)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+def with_cost(span: ReadableSpan, pricer) -> ReadableSpan:
+    """``span``, or a copy of it with the cost attributes when it is an inference span with
+    usage (or a dollar cost of an older convention) and no ``gen_ai.usage.cost.amount``."""
+    attributes = span.attributes
+    if not attributes or c.COST_AMOUNT in attributes:
+        return span
+    name = span.name
+    kind = c.kind_of(attributes, name)
+    if kind != c.KIND_INFERENCE:
+        return span
+    record = c.read(attributes, kind, span.status.status_code is StatusCode.ERROR, name)
+    cost = cost_attributes(pricer.price(record.provider, record.model, record.response_model, record.tokens,
+                                        span.end_time, attributes))  # fmt: skip
+    if not cost:
+        return span
+    return ReadableSpan(
+        name=name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes={**attributes, **cost}, events=span.events, links=span.links, kind=span.kind,
+        status=span.status, start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )  # fmt: skip
+
+
 # --- building ---------------------------------------------------------------------------
 def _metric_exporter(settings: OtlpSettings):
     if settings.metrics_protocol == GRPC:
@@ -382,14 +443,18 @@ def _span_exporter(settings: OtlpSettings):
 class Push:
     """The OTLP parts of one spanmeter: a metric reader and, optionally, a span processor."""
 
-    def __init__(self, settings: OtlpSettings, *, state, resource: Resource, cardinality_limit: int = SDK_CARDINALITY_LIMIT):
+    def __init__(self, settings: OtlpSettings, *, state, resource: Resource, cardinality_limit: int = SDK_CARDINALITY_LIMIT,
+                 pricer=None):  # fmt: skip
         self.settings = settings
         self.metric_exporter = CountedMetricExporter(_metric_exporter(settings), state)
         self.reader = OtlpMetricReader(
             self.metric_exporter, state=state, resource=resource, interval_seconds=settings.interval_seconds,
             cardinality_limit=cardinality_limit,
         )
-        self.span_exporter = CountedSpanExporter(_span_exporter(settings), state) if settings.spans else None
+        span_exporter = _span_exporter(settings) if settings.spans else None
+        if span_exporter is not None and pricer is not None:
+            span_exporter = CostSpanExporter(span_exporter, pricer)
+        self.span_exporter = CountedSpanExporter(span_exporter, state) if settings.spans else None
         self.span_processor = SpanExportProcessor(self.span_exporter) if settings.spans else None
 
     @property

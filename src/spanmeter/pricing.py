@@ -2,8 +2,11 @@
 
 Precedence for each inference span (the first that applies prices it):
 
-1. a cost already on the span: OpenInference ``llm.cost.total``, OpenLIT
-   ``gen_ai.usage.cost``, pydantic-ai ``operation.cost`` (dollars);
+1. a cost already on the span: the GenAI ``gen_ai.usage.cost.amount`` when
+   ``gen_ai.usage.cost.currency`` is ``USD``; else OpenInference ``llm.cost.total``, OpenLIT
+   ``gen_ai.usage.cost``, pydantic-ai ``operation.cost`` (dollars). A cost in another currency
+   (or without one) is not used (:func:`spanmeter.conventions.cost_of` counts it as a drop):
+   the call is priced by the next rules, and is unpriced when it has no tokens;
 2. the user's overrides (a TOML file or the same structure as a dict): an entry for the
    model and provider, then for the model, then for the provider; the latest entry whose
    ``start_date`` is on or before the span's day;
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import os
 import sys
 import threading
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 
+from spanmeter import conventions as c
 from spanmeter.errors import ConfigurationError
 
 if sys.version_info >= (3, 11):
@@ -52,10 +55,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-#: Span attributes that already carry a cost in dollars, in the order they are read.
-SPAN_COST_ATTRIBUTES = ("llm.cost.total", "gen_ai.usage.cost", "operation.cost")
+#: Span attributes that already carry a cost, in the order they are read (see
+#: :func:`spanmeter.conventions.cost_of`).
+SPAN_COST_ATTRIBUTES = (c.COST_AMOUNT,) + c.LEGACY_COST_ATTRIBUTES
 #: Where a price came from (the ``source`` label of ``spanmeter_priced_calls_total``).
 SOURCE_SPAN, SOURCE_OVERRIDE, SOURCE_CATALOGUE = "span", "override", "catalogue"
+_PRICED_SOURCES = (SOURCE_OVERRIDE, SOURCE_CATALOGUE)
+_cost_of = c.cost_of
 #: Returned by :meth:`Pricer.price` for a call with tokens but no known price.
 UNPRICED = "unpriced"
 PRICE_TYPES = ("input", "output", "cache_read", "cache_write")
@@ -360,13 +366,20 @@ def catalogue_rates(provider: str | None, model: str, when: dt.datetime) -> tupl
 
 def span_cost(attributes) -> int | None:
     """A cost in femto-dollars carried by the span itself, if any usable one is."""
-    for key in SPAN_COST_ATTRIBUTES:
-        value = attributes.get(key)
-        if value is None:
-            continue
-        if value.__class__ in (int, float) and math.isfinite(value) and 0 <= value < 1e9:
-            return round(value * FEMTO)
-    return None
+    dollars, _ = c.cost_of(attributes.get)
+    return None if dollars is None else round(dollars * FEMTO)
+
+
+def cost_attributes(priced) -> dict:
+    """The span attributes of a price (:meth:`Pricer.price`'s (femto-dollars, source)):
+    ``gen_ai.usage.cost.amount`` (US dollars), ``.currency`` ``USD``, ``.source``
+    (``local``: spanmeter computed it; ``provider`` is never claimed), and spanmeter's own
+    :data:`~spanmeter.conventions.PRICE_SOURCE`. Empty for None or :data:`UNPRICED`."""
+    if priced is None or priced is UNPRICED:
+        return {}
+    femto, source = priced
+    return {c.COST_AMOUNT: femto / FEMTO, c.COST_CURRENCY: "USD", c.COST_SOURCE: c.COST_SOURCE_LOCAL,
+            c.PRICE_SOURCE: source}  # fmt: skip
 
 
 @dataclass
@@ -414,12 +427,14 @@ class Pricer:
     # --- per span ------------------------------------------------------------------------
     def price(self, provider, model, response_model, tokens, end_ns, attributes):
         """None (nothing to price), :data:`UNPRICED`, or (femto-dollars, source)."""
-        cost = span_cost(attributes)
-        if cost is not None:
-            return cost, SOURCE_SPAN
+        dollars, drop = _cost_of(attributes.get)
+        if dollars is not None:
+            # a cost spanmeter itself wrote (its own spans) keeps the source of its price
+            source = attributes.get(c.PRICE_SOURCE)
+            return round(dollars * FEMTO), (source if source in _PRICED_SOURCES else SOURCE_SPAN)
         i, o, cr, cw, _ = tokens
         if i is None and o is None and cr is None and cw is None:
-            return None
+            return UNPRICED if drop is not None else None  # a cost it could not use: unpriced, not free
         if end_ns.__class__ is not int or not 0 < end_ns < 2**62:  # no usable end: price as of now
             end_ns = time.time_ns()
         key = (provider, model, response_model, end_ns // _NS_PER_DAY)

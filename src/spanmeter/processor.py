@@ -49,6 +49,7 @@ from spanmeter import conventions as c
 from spanmeter.ancestry import Node
 from spanmeter.aggregate import OTHER, State
 from spanmeter.conversations import ENDED_BY_APP
+from spanmeter.events import EventBook, events_of
 from spanmeter.pricing import UNPRICED
 from spanmeter.reconcile import LATE_USAGE, NO_USAGE, Entry, Reconciler
 
@@ -126,6 +127,7 @@ class SpanmeterProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None  # started with the first span (again after fork)
         self._reconciler = Reconciler(window=self._window, max_entries=self._max_open)
+        self.events = EventBook()  # evaluation results and tool-call decisions (spanmeter.events)
 
     # --- SpanProcessor -----------------------------------------------------------------
     def on_start(self, span: Span, parent_context=None) -> None:
@@ -178,7 +180,7 @@ class SpanmeterProcessor(SpanProcessor):
             # Only the frozen attribute dict and a few numbers wait, not the span: keeping
             # whole spans alive was measured to double the cost through the allocator and GC.
             content_span = span if kind == _AGENT and self._reads_content() else None
-            pending.append((attrs, kind, name, failed, span.events if failed else None, span.start_time,
+            pending.append((attrs, kind, name, failed, events_of(span), span.start_time,
                             span.end_time, context.trace_id, context.span_id,
                             scope.name if scope is not None else None, node, content_span))  # fmt: skip
             if self._thread is None:
@@ -277,6 +279,9 @@ class SpanmeterProcessor(SpanProcessor):
                             offers.append(offer)
                 for offer in offers:  # outside the lock: a full queue records a drop
                     self.evaluator.offer(*offer)
+            if self.events.waiting:  # log-record events, once the spans they are about were added
+                with state.lock:
+                    self.events.resolve_locked(state, self._open, _attributes, waited=flush)
         except Exception:  # deliberate
             self._fault()
         finally:
@@ -290,6 +295,10 @@ class SpanmeterProcessor(SpanProcessor):
             exc = c.exception_type(events)
             if exc is not None:
                 record = record._replace(error_type=c.error_label(exc)[0])
+        if events:
+            signals = c.signals_of(events)
+            if signals:
+                record = record._replace(signals=signals)
         return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content)
 
     def _aggregate(self, e: Entry):
@@ -322,7 +331,7 @@ class SpanmeterProcessor(SpanProcessor):
             return
         agent = record.agent
         if agent is None:
-            agent = ancestry.agent_of(e.node, _attributes)
+            agent = _agent_of(e.node, record)
         e.agent = agent
         duration, drop = _duration(e.start, e.end)
         tokens = e.tokens
@@ -331,6 +340,7 @@ class SpanmeterProcessor(SpanProcessor):
                               ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
         ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
         self._drops(record.drops, drop)
+        self.events.saw_locked(state, e.span_id, agent, record)
 
     def _price_call(self, record, tokens, end, attrs):
         if self._price is None:
@@ -350,11 +360,12 @@ class SpanmeterProcessor(SpanProcessor):
         record = e.record
         agent = record.agent
         if agent is None:
-            agent = ancestry.agent_of(e.node, _attributes)
+            agent = _agent_of(e.node, record)
         duration, drop = _duration(e.start, e.end)
         self.state.add_tool_locked(agent, record, duration)
         ancestry.charge_tool(e.node)
         self._drops(record.drops, drop)
+        self.events.saw_locked(self.state, e.span_id, agent, record)
 
     def _run(self, e: Entry):
         """An agent run or workflow (the state lock is held); an evaluator offer or None."""
@@ -368,7 +379,9 @@ class SpanmeterProcessor(SpanProcessor):
             elif node.named:
                 name = node.name
             if ancestry.same_as_enclosing(node):  # the enclosing run seen twice
+                self.events.saw_locked(state, e.span_id, name, record)
                 return None
+        self.events.saw_locked(state, e.span_id, None if node is not None and node.is_workflow else name, record)
         duration, drop = _duration(e.start, e.end)
         self._drops(record.drops, drop)
         if node is not None and node.is_workflow:
@@ -487,6 +500,15 @@ class SpanmeterProcessor(SpanProcessor):
                 self.state.count_locked("evaluations", (label, status))
         except Exception:  # deliberate
             self._fault()
+
+
+def _agent_of(node, record):
+    """The agent of a call or tool its span does not name: its run's, else, when no run
+    encloses it (none was seen), the process's main agent (``gen_ai.main_agent.name``)."""
+    agent = ancestry.agent_of(node, _attributes)
+    if agent is None and record.main_agent is not None and (node is None or node.run_above() is None):
+        return record.main_agent
+    return agent
 
 
 def _femto(priced):
