@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, Scope
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from spanmeter import __version__
+from spanmeter import __version__, exemplars
 from spanmeter.aggregate import State, produce
 from spanmeter.errors import ConfigurationError
 
@@ -174,6 +174,7 @@ class PrometheusReader(ProducingReader, PrometheusMetricReader):
             registry.register(self._collector)
             self._spanmeter_registry = registry
         self._spanmeter_pad = _exporter_minor() < 62
+        exemplars.serve(self._collector)  # the exporter drops exemplars; OpenMetrics scrapes get them
 
     def _spanmeter_prepare(self, metrics: list) -> list:
         return pad_labels(metrics) if self._spanmeter_pad else metrics

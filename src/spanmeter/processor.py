@@ -44,7 +44,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
-from spanmeter import ancestry
+from spanmeter import ancestry, exemplars
 from spanmeter import conventions as c
 from spanmeter.ancestry import Node
 from spanmeter.aggregate import OTHER, State
@@ -316,8 +316,9 @@ class SpanmeterProcessor(SpanProcessor):
             target = e.target
             tokens = e.record.tokens
             priced = self._price_call(target.record, tokens, e.end, e.attrs)
-            state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
-                                  priced=priced)  # fmt: skip
+            series = state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
+                                           priced=priced)  # fmt: skip
+            exemplars.keep_call(series, None, priced, e.trace_id, e.span_id, e.end)
             ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)
             return
         agent = record.agent
@@ -327,8 +328,9 @@ class SpanmeterProcessor(SpanProcessor):
         duration, drop = _duration(e.start, e.end)
         tokens = e.tokens
         priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
-        state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
-                              ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
+        series = state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
+                                       ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
+        exemplars.keep_call(series, duration if e.call else None, priced, e.trace_id, e.span_id, e.end)
         ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
         self._drops(record.drops, drop)
 
@@ -352,7 +354,8 @@ class SpanmeterProcessor(SpanProcessor):
         if agent is None:
             agent = ancestry.agent_of(e.node, _attributes)
         duration, drop = _duration(e.start, e.end)
-        self.state.add_tool_locked(agent, record, duration)
+        series = self.state.add_tool_locked(agent, record, duration)
+        exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         ancestry.charge_tool(e.node)
         self._drops(record.drops, drop)
 
@@ -374,7 +377,8 @@ class SpanmeterProcessor(SpanProcessor):
         if node is not None and node.is_workflow:
             state.add_workflow_locked(name, record, duration, node)
             return None
-        state.add_run_locked(name, record, duration, node)
+        series = state.add_run_locked(name, record, duration, node)
+        exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         if node is not None:
             ancestry.close_run(node)
         conversation = record.conversation
