@@ -18,7 +18,6 @@ data source links to traces by.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from bisect import bisect_left
 
@@ -115,21 +114,22 @@ def attach(metrics: list, state) -> list:
             continue
         groups = _group(spec, kept[spec.table, spec.field], spec.divisor)
         keys = [key for key, _ in spec.labels]
-        points = []
         for point in metric.data.data_points:
             group = groups.get(tuple(point.attributes.get(k) for k in keys))
             if group:
                 found = [OtelExemplar({}, v, end, span_id, trace_id)
                          for _, (v, trace_id, span_id, end) in sorted(group.items())]  # fmt: skip
-                point = dataclasses.replace(point, exemplars=found)
-            points.append(point)
-        out.append(dataclasses.replace(metric, data=dataclasses.replace(metric.data, data_points=points)))
+                # produce() made this point for this collection alone: setting the field costs
+                # less than dataclasses.replace of each point and metric (measured: a scrape of
+                # 10,000 series)
+                object.__setattr__(point, "exemplars", found)
+        out.append(metric)
     return out
 
 
 # --- onto the Prometheus exposition ------------------------------------------------------
 def _index(metrics_data) -> dict:
-    """sample name -> {label values: {bucket index (0 for a counter): Exemplar}}."""
+    """family name -> (spec, exposed label names, {label values: {bucket index (0 for a counter): Exemplar}})."""
     index: dict = {}
     for resource_metrics in metrics_data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
@@ -150,28 +150,31 @@ def _index(metrics_data) -> dict:
                         by_bucket[slot] = PromExemplar(labels, e.value, e.time_unix_nano / 1e9)
                     by_labels[tuple(str(point.attributes.get(k, "")) for k in keys)] = by_bucket
                 if by_labels:
-                    name = spec.exposed_name + "_bucket" if histogram else spec.exposed_name
-                    index[name] = (spec, by_labels)
+                    # prometheus_client's family name: a counter's without _total
+                    name = spec.exposed_name.removesuffix("_total") if spec.kind == COUNTER else spec.exposed_name
+                    index[name] = (spec, spec.exposed_labels, by_labels)
     return index
 
 
-def _label_values(spec: MetricSpec, labels: dict) -> tuple:
-    return tuple(labels.get(key, "") for key in spec.exposed_labels)
-
-
 def _with_exemplars(family, index: dict):
-    samples = family.samples
-    if not any(sample.name in index for sample in samples):
+    found = index.get(family.name)
+    if found is None:
         return family
+    spec, label_names, by_labels = found
+    histogram = spec.kind == HISTOGRAM
+    wanted = family.name + "_bucket" if histogram else spec.exposed_name
     out = []
-    for sample in samples:
-        found = index.get(sample.name)
-        if found is not None:
-            spec, by_labels = found
-            by_bucket = by_labels.get(_label_values(spec, sample.labels))
+    by_bucket = series = None
+    for sample in family.samples:
+        if sample.name != wanted:
+            series = None  # a series' buckets are consecutive, its _count and _sum follow them
+        else:
+            labels = sample.labels
+            if series is None or not histogram:
+                series = tuple(labels.get(key, "") for key in label_names)
+                by_bucket = by_labels.get(series)
             if by_bucket:
-                slot = bisect_left(spec.buckets, float(sample.labels["le"])) if spec.kind == HISTOGRAM else 0
-                exemplar = by_bucket.get(slot)
+                exemplar = by_bucket.get(bisect_left(spec.buckets, float(labels["le"])) if histogram else 0)
                 if exemplar is not None:
                     sample = sample._replace(exemplar=exemplar)
         out.append(sample)
