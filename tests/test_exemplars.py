@@ -15,6 +15,7 @@ from bisect import bisect_left
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -24,6 +25,7 @@ from dashboards import assets
 from spanmeter import catalog, exemplars
 from spanmeter.catalog import COUNTER, HISTOGRAM
 from spanmeter.prometheus import LocalPrometheus
+from spanmeter.sampling import keep_genai
 from tests.otlp_receiver import OtlpHttpReceiver
 
 S = 10**9
@@ -39,8 +41,8 @@ KIND_OF_TABLE = {"agent": "run", "model": "chat", "tool": "tool"}
 def _setup(**kwargs):
     kwargs.setdefault("port", 0)
     kwargs.setdefault("registry", CollectorRegistry())
-    return spanmeter.setup(service_name="exemplars", tracer_provider=TracerProvider(), prices=PRICES,
-                           price_catalogue=False, **kwargs)  # fmt: skip
+    kwargs.setdefault("tracer_provider", TracerProvider())
+    return spanmeter.setup(service_name="exemplars", prices=PRICES, price_catalogue=False, **kwargs)
 
 
 def _ids(span) -> tuple[str, str]:
@@ -145,6 +147,27 @@ def test_two_buckets_of_the_gen_ai_histogram_are_one_of_the_articles_so_it_keeps
              for labels, e in _exemplars_of(families, catalog.BY_NAME["gen_ai.client.operation.duration"])}  # fmt: skip
     assert article == {second["chat"][1]: 0.2}
     assert genai == {first["chat"][1]: 0.02, second["chat"][1]: 0.04}
+
+
+def test_a_span_the_tracer_does_not_export_is_counted_but_never_an_exemplar():
+    # keep_genai records GenAI spans its inner sampler drops (exact metrics), without exporting them:
+    # an exemplar naming one would link to a trace the backend never got
+    meter = _setup(tracer_provider=TracerProvider(sampler=keep_genai(ALWAYS_OFF)))
+    sampled = _setup()
+    try:
+        run(meter, *RUNS[0])
+        meter.state.flush()
+        families = list(parse_openmetrics(scrape(meter, OPENMETRICS)))
+        run(sampled, *RUNS[0])
+        sampled.state.flush()
+        control = list(parse_openmetrics(scrape(sampled, OPENMETRICS)))
+    finally:
+        meter.shutdown()
+        sampled.shutdown()
+    counts = {s.name: s.value for f in families for s in f.samples if s.name.endswith("_count")}
+    assert counts["agent_request_duration_seconds_count"] == 1
+    assert all(not _exemplars_of(families, spec) for spec in CARRYING)
+    assert all(_exemplars_of(control, spec) for spec in CARRYING)  # the same workload, sampled
 
 
 def test_otlp_points_carry_the_same_exemplars():

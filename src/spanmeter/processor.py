@@ -180,7 +180,8 @@ class SpanmeterProcessor(SpanProcessor):
             content_span = span if kind == _AGENT and self._reads_content() else None
             pending.append((attrs, kind, name, failed, span.events if failed else None, span.start_time,
                             span.end_time, context.trace_id, context.span_id,
-                            scope.name if scope is not None else None, node, content_span))  # fmt: skip
+                            scope.name if scope is not None else None, node, content_span,
+                            context.trace_flags))  # fmt: skip
             if self._thread is None:
                 self._start_thread()
             if len(pending) % WAKE_AT == 0:
@@ -284,13 +285,13 @@ class SpanmeterProcessor(SpanProcessor):
 
     @staticmethod
     def _entry(item) -> Entry:
-        attrs, kind, name, failed, events, start, end, trace_id, span_id, scope, node, content = item
+        attrs, kind, name, failed, events, start, end, trace_id, span_id, scope, node, content, flags = item
         record = c.read(attrs, kind, failed, name or "")
         if failed and record.error_type == c.ERROR_OTHER:  # OpenInference: the exception event names it
             exc = c.exception_type(events)
             if exc is not None:
                 record = record._replace(error_type=c.error_label(exc)[0])
-        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content)
+        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content, flags.sampled)
 
     def _aggregate(self, e: Entry):
         """Add one released span to the state (its lock is held); an evaluator offer or None."""
@@ -318,7 +319,8 @@ class SpanmeterProcessor(SpanProcessor):
             priced = self._price_call(target.record, tokens, e.end, e.attrs)
             series = state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
                                            priced=priced)  # fmt: skip
-            exemplars.keep_call(series, None, priced, e.trace_id, e.span_id, e.end)
+            if e.sampled:  # an exemplar links to a trace: only to one the tracer exports
+                exemplars.keep_call(series, None, priced, e.trace_id, e.span_id, e.end)
             ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)
             return
         agent = record.agent
@@ -330,7 +332,8 @@ class SpanmeterProcessor(SpanProcessor):
         priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
         series = state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
                                        ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
-        exemplars.keep_call(series, duration if e.call else None, priced, e.trace_id, e.span_id, e.end)
+        if e.sampled:
+            exemplars.keep_call(series, duration if e.call else None, priced, e.trace_id, e.span_id, e.end)
         ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
         self._drops(record.drops, drop)
 
@@ -355,7 +358,8 @@ class SpanmeterProcessor(SpanProcessor):
             agent = ancestry.agent_of(e.node, _attributes)
         duration, drop = _duration(e.start, e.end)
         series = self.state.add_tool_locked(agent, record, duration)
-        exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
+        if e.sampled:
+            exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         ancestry.charge_tool(e.node)
         self._drops(record.drops, drop)
 
@@ -378,7 +382,8 @@ class SpanmeterProcessor(SpanProcessor):
             state.add_workflow_locked(name, record, duration, node)
             return None
         series = state.add_run_locked(name, record, duration, node)
-        exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
+        if e.sampled:
+            exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         if node is not None:
             ancestry.close_run(node)
         conversation = record.conversation
