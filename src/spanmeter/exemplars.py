@@ -69,7 +69,7 @@ def _kept_locked(state, needed: set) -> dict:
             if slot is not None:
                 kept = getattr(series, slot, None)
                 if kept is not None:
-                    rows.append((series.dims, (kept,)))
+                    rows.append((series.dims, [kept]))
             else:
                 kept = getattr(series, field).exemplars
                 if kept is not None:
