@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from typing import NamedTuple
 
 from opentelemetry.sdk.metrics import Exemplar as OtelExemplar
 from prometheus_client.samples import Exemplar as PromExemplar
 
-from spanmeter.catalog import BY_NAME, COUNTER, HISTOGRAM, TABLES, MetricSpec
+from spanmeter.catalog import COUNTER, HISTOGRAM, METRICS, TABLES, MetricSpec
 from spanmeter.pricing import UNPRICED
 
 _log = logging.getLogger("spanmeter")
@@ -41,6 +42,28 @@ SPAN_ID = "span_id"
 def carries(spec: MetricSpec) -> bool:
     """Whether ``spec``'s points get exemplars."""
     return (spec.table, spec.field) in FIELDS and spec.kind in (HISTOGRAM, COUNTER) and spec.fan_out is None
+
+
+class _Carrier(NamedTuple):
+    """What collection needs of one metric carrying exemplars, worked out once."""
+
+    spec: MetricSpec
+    keys: tuple[str, ...]  # its attribute keys, in label order
+    histogram: bool
+    family: str  # prometheus_client's family name (a counter's without _total)
+    sample: str  # the samples that carry them: name_bucket, name_total
+    labels: tuple[str, ...]  # exposed label names, in the order of keys
+
+
+def _carrier(spec: MetricSpec) -> _Carrier:
+    histogram = spec.kind == HISTOGRAM
+    name = spec.exposed_name
+    return _Carrier(spec, tuple(key for key, _ in spec.labels), histogram,
+                    name if histogram else name.removesuffix("_total"),
+                    name + "_bucket" if histogram else name, spec.exposed_labels)  # fmt: skip
+
+
+_CARRIERS: dict[str, _Carrier] = {m.name: _carrier(m) for m in METRICS if carries(m)}
 
 
 # --- kept by the processor (the state's lock is held) ------------------------------------
@@ -101,19 +124,17 @@ def attach(metrics: list, state) -> list:
     Read under the state's lock just after the snapshot: an exemplar may be a span that the
     next collection counts, never one older than the bucket's count.
     """
-    specs = [BY_NAME[m.name] for m in metrics if m.name in BY_NAME and carries(BY_NAME[m.name])]
-    if not specs:
+    carriers = [(metric, _CARRIERS[metric.name]) for metric in metrics if metric.name in _CARRIERS]
+    if not carriers:
         return metrics
     with state.lock:
-        kept = _kept_locked(state, {(s.table, s.field) for s in specs})
-    out = []
-    for metric in metrics:
-        spec = BY_NAME.get(metric.name)
-        if spec is None or not carries(spec) or not kept[spec.table, spec.field]:
-            out.append(metric)
+        kept = _kept_locked(state, {(c.spec.table, c.spec.field) for _, c in carriers})
+    for metric, carrier in carriers:
+        spec, keys = carrier.spec, carrier.keys
+        rows = kept[spec.table, spec.field]
+        if not rows:
             continue
-        groups = _group(spec, kept[spec.table, spec.field], spec.divisor)
-        keys = [key for key, _ in spec.labels]
+        groups = _group(spec, rows, spec.divisor)
         for point in metric.data.data_points:
             group = groups.get(tuple(point.attributes.get(k) for k in keys))
             if group:
@@ -123,22 +144,20 @@ def attach(metrics: list, state) -> list:
                 # less than dataclasses.replace of each point and metric (measured: a scrape of
                 # 10,000 series)
                 object.__setattr__(point, "exemplars", found)
-        out.append(metric)
-    return out
+    return metrics
 
 
 # --- onto the Prometheus exposition ------------------------------------------------------
 def _index(metrics_data) -> dict:
-    """family name -> (spec, exposed label names, {label values: {bucket index (0 for a counter): Exemplar}})."""
+    """family name -> (carrier, {label values: {bucket index (0 for a counter): Exemplar}})."""
     index: dict = {}
     for resource_metrics in metrics_data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                spec = BY_NAME.get(metric.name)
-                if spec is None or not carries(spec):
+                carrier = _CARRIERS.get(metric.name)
+                if carrier is None:
                     continue
-                keys = [key for key, _ in spec.labels]
-                histogram = spec.kind == HISTOGRAM
+                spec, keys, histogram = carrier.spec, carrier.keys, carrier.histogram
                 by_labels = {}
                 for point in metric.data.data_points:
                     if not point.exemplars:
@@ -150,9 +169,7 @@ def _index(metrics_data) -> dict:
                         by_bucket[slot] = PromExemplar(labels, e.value, e.time_unix_nano / 1e9)
                     by_labels[tuple(str(point.attributes.get(k, "")) for k in keys)] = by_bucket
                 if by_labels:
-                    # prometheus_client's family name: a counter's without _total
-                    name = spec.exposed_name.removesuffix("_total") if spec.kind == COUNTER else spec.exposed_name
-                    index[name] = (spec, spec.exposed_labels, by_labels)
+                    index[carrier.family] = (carrier, by_labels)
     return index
 
 
@@ -160,9 +177,8 @@ def _with_exemplars(family, index: dict):
     found = index.get(family.name)
     if found is None:
         return family
-    spec, label_names, by_labels = found
-    histogram = spec.kind == HISTOGRAM
-    wanted = family.name + "_bucket" if histogram else spec.exposed_name
+    carrier, by_labels = found
+    buckets, histogram, wanted, label_names = carrier.spec.buckets, carrier.histogram, carrier.sample, carrier.labels
     out = []
     by_bucket = series = None
     for sample in family.samples:
@@ -174,7 +190,7 @@ def _with_exemplars(family, index: dict):
                 series = tuple(labels.get(key, "") for key in label_names)
                 by_bucket = by_labels.get(series)
             if by_bucket:
-                exemplar = by_bucket.get(bisect_left(spec.buckets, float(labels["le"])) if histogram else 0)
+                exemplar = by_bucket.get(bisect_left(buckets, float(labels["le"])) if histogram else 0)
                 if exemplar is not None:
                     sample = sample._replace(exemplar=exemplar)
         out.append(sample)
