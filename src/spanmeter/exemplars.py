@@ -121,8 +121,8 @@ def _group(spec: MetricSpec, rows, divisor: int) -> dict:
 def attach(metrics: list, state) -> list:
     """``metrics`` (from :func:`~spanmeter.aggregate.produce`) with their points' exemplars set.
 
-    Read under the state's lock just after the snapshot: an exemplar may be a span that the
-    next collection counts, never one older than the bucket's count.
+    Read under the state's lock just after the snapshot, so an exemplar may name a span that
+    arrived in between: the next collection counts it.
     """
     carriers = [(metric, _CARRIERS[metric.name]) for metric in metrics if metric.name in _CARRIERS]
     if not carriers:
