@@ -55,6 +55,7 @@ from spanmeter.reconcile import LATE_USAGE, NO_USAGE, Entry, Reconciler
 _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
 _ERROR = StatusCode.ERROR
+_SAMPLED = trace.TraceFlags.SAMPLED
 _OPERATION_NAME = c.OPERATION_NAME
 _OPERATION_KINDS = c.OPERATION_KINDS
 _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TOOL, c.KIND_WORKFLOW
@@ -291,7 +292,8 @@ class SpanmeterProcessor(SpanProcessor):
             exc = c.exception_type(events)
             if exc is not None:
                 record = record._replace(error_type=c.error_label(exc)[0])
-        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content, flags.sampled)
+        # a plain int works as well as TraceFlags (a hand-made SpanContext): no fault over an exemplar
+        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content, flags & _SAMPLED != 0)
 
     def _aggregate(self, e: Entry):
         """Add one released span to the state (its lock is held); an evaluator offer or None."""
