@@ -44,15 +44,16 @@ def _legend(calcs=("mean", "max")):
             .show_legend(True).calcs(list(calcs)))  # fmt: skip
 
 
-def _queries(panel, queries):
+def _queries(panel, queries, exemplars=False):
     for ref, (expr, legend) in zip("ABCDEFGH", queries):
-        panel = panel.with_target(prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref))
+        query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
+        panel = panel.with_target(query.exemplar(True) if exemplars else query)
     return panel
 
 
 def ts(title: str, description: str, unit: str, *queries, thresholds=None, min_=None, max_=None,
-       stacked=False, bars=False, width=8, height=8):  # fmt: skip
-    """A time series panel."""
+       stacked=False, bars=False, width=8, height=8, exemplars=False):  # fmt: skip
+    """A time series panel; ``exemplars``: its queries ask for exemplars (a link from a spike to its trace)."""
     panel = (timeseries.Panel().id(next(_ids)).title(title).description(description).datasource(DS).unit(unit)
              .span(width).height(height).legend(_legend())
              .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
@@ -67,7 +68,7 @@ def ts(title: str, description: str, unit: str, *queries, thresholds=None, min_=
         panel = panel.stacking(common.StackingConfig().mode(cm.StackingMode.NORMAL)).fill_opacity(60)
     if bars:
         panel = panel.draw_style(cm.GraphDrawStyle.BARS).fill_opacity(80)
-    return _queries(panel, queries)
+    return _queries(panel, queries, exemplars)
 
 
 def stat_(title: str, description: str, unit: str, *queries, thresholds=None, width=4, height=6):
@@ -135,7 +136,7 @@ def overview():
            "Line: the 10 s of the AgentHighLatency alert (P95).", "s",
            *[(_quantile(q, "agent_request_duration", "agent_name", A), f"{{{{agent_name}}}} P{int(q * 100)}")
              for q in (0.5, 0.95, 0.99)],
-           thresholds=_thresholds((None, "green"), (10, "red"))),
+           thresholds=_thresholds((None, "green"), (10, "red")), exemplars=True),
         ts("Error budget burn rate (1h)", f"How fast each agent spends its {rules.AVAILABILITY_SLO:.0%} availability "
            "error budget over the last hour (1 = exactly on budget). Line: 14.4, the fast-burn page.", "x",
            (f"{rules.FAILED.format('1h')}{{{A}}} / {1 - rules.AVAILABILITY_SLO:g}", "{{agent_name}} errors"),
@@ -150,7 +151,7 @@ def model_performance():
     return [
         ts("Inference latency by model (P50 / P95)", "Duration of model inference calls (excludes tool execution).",
            "s", *[(_quantile(q, "model_inference_duration", "model_id", AM), f"{{{{model_id}}}} P{int(q * 100)}")
-                  for q in (0.5, 0.95)]),
+                  for q in (0.5, 0.95)], exemplars=True),
         ts("Token usage by model and type", "Tokens per minute. input includes cache reads and writes; output "
            "includes reasoning.", "short",
            (f"sum by (model_id, token_type) ({_rate('agent_token_usage', AM)}) * 60",
@@ -203,7 +204,7 @@ def tool_performance():
            "fires.", "percent", (success, "{{tool_name}}"),
            thresholds=_thresholds((None, "red"), (90, "green")), min_=0, max_=100),
         ts("Tool call latency (P95)", "Duration of individual tool calls.", "s",
-           (_quantile(0.95, "agent_tool_call_duration", "tool_name", T), "{{tool_name}} P95")),
+           (_quantile(0.95, "agent_tool_call_duration", "tool_name", T), "{{tool_name}} P95"), exemplars=True),
         ts("Tool call volume by status", "Tool calls per second per tool and outcome.", "reqps",
            (f"sum by (tool_name, status) ({total})", "{{tool_name}} {{status}}"), stacked=True, bars=True),
         ts("Tool calls per run", "Tool calls one agent run makes: mean and P95.", "short",

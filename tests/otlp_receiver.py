@@ -56,10 +56,16 @@ class Point:
     sum: float | None = None
     bucket_counts: tuple[int, ...] = ()
     bounds: tuple[float, ...] = ()
+    exemplars: tuple[tuple[float, str, str, int], ...] = ()  # (value, trace id hex, span id hex, time)
 
     @property
     def instance(self) -> str | None:
         return self.resource.get("service.instance.id")
+
+
+def _exemplar(e) -> tuple[float, str, str, int]:
+    value = e.as_int if e.WhichOneof("value") == "as_int" else e.as_double
+    return value, e.trace_id.hex(), e.span_id.hex(), e.time_unix_nano
 
 
 def _points(request) -> list[Point]:
@@ -77,6 +83,7 @@ def _points(request) -> list[Point]:
                         resource=resource, scope=sm.scope.name, metric=metric.name, unit=metric.unit, kind=kind,
                         temporality=temporality, monotonic=monotonic, attributes=attributes(dp.attributes),
                         start_time=dp.start_time_unix_nano, time=dp.time_unix_nano,
+                        exemplars=tuple(_exemplar(e) for e in getattr(dp, "exemplars", ())),
                     )  # fmt: skip
                     if kind == "histogram":
                         out.append(Point(**common, count=dp.count, sum=dp.sum,

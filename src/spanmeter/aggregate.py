@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from spanmeter import catalog
+from spanmeter import catalog, exemplars
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, TABLES, MetricSpec
 from spanmeter import conventions as c
 from spanmeter.conventions import MAX_LABEL_LENGTH, TOKEN_TYPES, UNKNOWN, coerce_label
@@ -77,9 +77,9 @@ _RAW_CACHE_LIMIT = 20_000
 
 
 class Hist:
-    """Counts of observations on fixed bounds, with sum, min and max."""
+    """Counts of observations on fixed bounds, with sum, min and max (and exemplars, when kept)."""
 
-    __slots__ = ("bounds", "counts", "total", "min", "max")
+    __slots__ = ("bounds", "counts", "total", "min", "max", "exemplars")
 
     def __init__(self, bounds: tuple[float, ...]):
         self.bounds = bounds
@@ -87,6 +87,7 @@ class Hist:
         self.total = 0.0
         self.min = math.inf
         self.max = -math.inf
+        self.exemplars: list | None = None  # per bucket: the latest (value, trace_id, span_id, end_ns)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
@@ -98,6 +99,13 @@ class Hist:
 
     def snapshot(self) -> tuple[list[int], float, float, float]:
         return list(self.counts), self.total, self.min, self.max
+
+    def keep(self, value: float, trace_id: int, span_id: int, end: int) -> None:
+        """Make this span the exemplar of ``value``'s bucket (see :mod:`spanmeter.exemplars`)."""
+        kept = self.exemplars
+        if kept is None:
+            kept = self.exemplars = [None] * len(self.counts)
+        kept[bisect_left(self.bounds, value)] = (value, trace_id, span_id, end)
 
 
 def _hist(table: str, field: str) -> Hist:
@@ -120,6 +128,7 @@ class ModelSeries:
         "dims", "count", "duration", "tokens", "token_input", "token_output", "cost",
         "priced", "unpriced_calls", "unpriced_tokens", "time_to_first_chunk",
         "modality_tokens", "finish_reasons", "output_rate",
+        "cost_exemplar",
     )  # fmt: skip
 
     def __init__(self, dims):
@@ -138,6 +147,7 @@ class ModelSeries:
         self.modality_tokens = [0] * (len(TOKEN_TYPES) * len(MODALITIES))
         self.finish_reasons: dict[str, int] = {}  # finish_reason label -> generations
         self.output_rate = _hist("model", "output_rate")  # streamed calls with output tokens
+        self.cost_exemplar = None  # the latest priced call: (femto-dollars, trace_id, span_id, end_ns)
 
     def snapshot(self, now: float) -> dict:
         ttfc = self.time_to_first_chunk.snapshot()
@@ -578,17 +588,18 @@ class State:
             if visible > 0:
                 series.output_rate.observe(visible / (duration - ttfc))
 
-    def add_tool_locked(self, agent, record, duration) -> None:
+    def add_tool_locked(self, agent, record, duration):
         status = c.status_of(record.error_type)
         series = self._series(self.tool, (agent, record.tool, record.tool_type, status, record.error_type))
         series.count += 1
         if duration is not None:
             series.duration.observe(duration)
         self.spans_tool.count += 1
+        return series
 
-    def add_run_locked(self, agent, record, duration, run) -> None:
+    def add_run_locked(self, agent, record, duration, run):
         """An agent run; ``run`` (its :class:`spanmeter.ancestry.Node`, or None) holds what its
-        own calls and tools added up to."""
+        own calls and tools added up to. Returns the series."""
         series = self._series(self.agent, (agent, c.status_of(record.error_type), record.error_type))
         series.count += 1
         if duration is not None:
@@ -600,6 +611,7 @@ class State:
             if run.cost is not None:
                 series.cost.observe(run.cost / catalog.COST_DIVISOR)
         self.spans_agent.count += 1
+        return series
 
     def add_workflow_locked(self, name, record, duration, run) -> None:
         series = self._series(self.workflow, (name, c.status_of(record.error_type), record.error_type))
@@ -754,7 +766,7 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
         points = [p for p in points if p is not None]
         if points:
             out.append(Metric(name=spec.name, description=spec.help, unit=spec.unit, data=_data(spec, points)))
-    return out
+    return exemplars.attach(out, state)
 
 
 def _point(spec, attributes, value, start, now):

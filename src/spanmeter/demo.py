@@ -541,7 +541,8 @@ def _start_prometheus(target: str, out):
         out(f"  prometheus: {exc or 'no dashboard'}; skipped")
         return None
     try:
-        prom = LocalPrometheus(assets, target, scrape_interval="5s", evaluation_interval="5s").start()
+        prom = LocalPrometheus(assets, target, scrape_interval="5s", evaluation_interval="5s",
+                               flags=("--enable-feature=exemplar-storage",)).start()  # latency spikes link to traces
     except PrometheusError as exc:
         out(f"  prometheus: could not start: {exc}")
         return None

@@ -35,7 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import REGISTRY
 
-from spanmeter import __version__
+from spanmeter import __version__, exemplars
 from spanmeter.aggregate import State, produce
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, prometheus_name
 from spanmeter.errors import ConfigurationError
@@ -255,6 +255,7 @@ class PrometheusReader(ProducingReader, PrometheusMetricReader):
             self._spanmeter_registry = registry
         self._spanmeter_pad = _exporter_minor() < 62
         self._spanmeter_served = REGISTRY if registry is None else registry  # None: the exporter's default
+        exemplars.serve(self._collector)  # the exporter drops exemplars; OpenMetrics scrapes get them
 
     def _spanmeter_prepare(self, metrics: list) -> list:
         return pad_labels(metrics) if self._spanmeter_pad else metrics

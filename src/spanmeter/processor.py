@@ -44,7 +44,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
-from spanmeter import ancestry
+from spanmeter import ancestry, exemplars
 from spanmeter import conventions as c
 from spanmeter.ancestry import Node
 from spanmeter.aggregate import OTHER, State
@@ -56,6 +56,7 @@ from spanmeter.reconcile import LATE_USAGE, NO_USAGE, Entry, Reconciler
 _log = logging.getLogger("spanmeter")
 _EMPTY: dict = {}
 _ERROR = StatusCode.ERROR
+_SAMPLED = trace.TraceFlags.SAMPLED
 _OPERATION_NAME = c.OPERATION_NAME
 _OPERATION_KINDS = c.OPERATION_KINDS
 _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TOOL, c.KIND_WORKFLOW
@@ -182,7 +183,8 @@ class SpanmeterProcessor(SpanProcessor):
             content_span = span if kind == _AGENT and self._reads_content() else None
             pending.append((attrs, kind, name, failed, events_of(span), span.start_time,
                             span.end_time, context.trace_id, context.span_id,
-                            scope.name if scope is not None else None, node, content_span))  # fmt: skip
+                            scope.name if scope is not None else None, node, content_span,
+                            context.trace_flags))  # fmt: skip
             if self._thread is None:
                 self._start_thread()
             if len(pending) % WAKE_AT == 0:
@@ -289,7 +291,7 @@ class SpanmeterProcessor(SpanProcessor):
 
     @staticmethod
     def _entry(item) -> Entry:
-        attrs, kind, name, failed, events, start, end, trace_id, span_id, scope, node, content = item
+        attrs, kind, name, failed, events, start, end, trace_id, span_id, scope, node, content, flags = item
         record = c.read(attrs, kind, failed, name or "")
         if failed and record.error_type == c.ERROR_OTHER:  # OpenInference: the exception event names it
             exc = c.exception_type(events)
@@ -299,7 +301,8 @@ class SpanmeterProcessor(SpanProcessor):
             signals = c.signals_of(events)
             if signals:
                 record = record._replace(signals=signals)
-        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content)
+        # a plain int works as well as TraceFlags (a hand-made SpanContext): no fault over an exemplar
+        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content, flags & _SAMPLED != 0)
 
     def _aggregate(self, e: Entry):
         """Add one released span to the state (its lock is held); an evaluator offer or None."""
@@ -325,8 +328,10 @@ class SpanmeterProcessor(SpanProcessor):
             target = e.target
             tokens = e.record.tokens
             priced = self._price_call(target.record, tokens, e.end, e.attrs)
-            state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
-                                  priced=priced)  # fmt: skip
+            series = state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
+                                           priced=priced)  # fmt: skip
+            if e.sampled:  # an exemplar links to a trace: only to one the tracer exports
+                exemplars.keep_call(series, None, priced, e.trace_id, e.span_id, e.end)
             ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)
             return
         agent = record.agent
@@ -336,8 +341,10 @@ class SpanmeterProcessor(SpanProcessor):
         duration, drop = _duration(e.start, e.end)
         tokens = e.tokens
         priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
-        state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
-                              ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
+        series = state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
+                                       ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
+        if e.sampled:
+            exemplars.keep_call(series, duration if e.call else None, priced, e.trace_id, e.span_id, e.end)
         ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
         self._drops(record.drops, drop)
         self.events.saw_locked(state, e.span_id, agent, record)
@@ -362,7 +369,9 @@ class SpanmeterProcessor(SpanProcessor):
         if agent is None:
             agent = _agent_of(e.node, record)
         duration, drop = _duration(e.start, e.end)
-        self.state.add_tool_locked(agent, record, duration)
+        series = self.state.add_tool_locked(agent, record, duration)
+        if e.sampled:
+            exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         ancestry.charge_tool(e.node)
         self._drops(record.drops, drop)
         self.events.saw_locked(self.state, e.span_id, agent, record)
@@ -387,7 +396,9 @@ class SpanmeterProcessor(SpanProcessor):
         if node is not None and node.is_workflow:
             state.add_workflow_locked(name, record, duration, node)
             return None
-        state.add_run_locked(name, record, duration, node)
+        series = state.add_run_locked(name, record, duration, node)
+        if e.sampled:
+            exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         if node is not None:
             ancestry.close_run(node)
         conversation = record.conversation

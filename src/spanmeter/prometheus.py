@@ -68,16 +68,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalPrometheus:
-    """A Prometheus process on 127.0.0.1 scraping ``target`` with the rules of ``assets``."""
+    """A Prometheus process on 127.0.0.1 scraping ``target`` with the rules of ``assets``.
+
+    ``flags``: more command-line flags, e.g. ``("--enable-feature=exemplar-storage",)``.
+    """
 
     def __init__(self, assets: Path, target: str, *, scrape_interval: str | None = None,
-                 evaluation_interval: str | None = None, binary: str = "prometheus", rule_files=None):  # fmt: skip
+                 evaluation_interval: str | None = None, binary: str = "prometheus", rule_files=None,
+                 flags: tuple[str, ...] = ()):  # fmt: skip
         self.assets = Path(assets)
         self.target = target
         self.scrape_interval = scrape_interval
         self.evaluation_interval = evaluation_interval
         self.binary = binary
         self.rule_files = rule_files  # None: every *.rules.yml of assets
+        self.flags = tuple(flags)
         self.port: int | None = None
         self.workdir: Path | None = None
         self._proc: subprocess.Popen | None = None
@@ -103,7 +108,7 @@ class LocalPrometheus:
         self._proc = subprocess.Popen(
             [binary, f"--config.file={self.workdir / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=1d", "--log.level=warn"],
+             "--storage.tsdb.retention.time=1d", "--log.level=warn", *self.flags],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -54,9 +54,9 @@ class Entry:
 
     __slots__ = ("record", "node", "scope", "trace_id", "span_id", "start", "end", "attrs", "content", "arrival",
                  "dead", "paired", "wrapper", "outers", "role", "target", "call", "tokens", "price_it",
-                 "no_usage", "agent", "completed", "keys", "deadline")  # fmt: skip
+                 "no_usage", "agent", "completed", "keys", "deadline", "sampled")  # fmt: skip
 
-    def __init__(self, record, node, scope, trace_id, span_id, start, end, attrs, content=None):
+    def __init__(self, record, node, scope, trace_id, span_id, start, end, attrs, content=None, sampled=True):
         self.record = record
         self.node = node
         self.scope = scope
@@ -81,6 +81,7 @@ class Entry:
         self.completed = False
         self.keys = None
         self.deadline = 0.0
+        self.sampled = sampled  # the tracer exports it: it may be an exemplar
 
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest|-v\d+(:\d+)?)$")
