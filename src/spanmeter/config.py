@@ -36,6 +36,7 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler
 from prometheus_client import CollectorRegistry
 
 from spanmeter import __version__
@@ -48,6 +49,7 @@ from spanmeter.export import SDK_CARDINALITY_LIMIT, PrometheusReader, check_join
 from spanmeter.pricing import Pricer, catalogue_version
 from spanmeter.processor import SpanmeterProcessor
 from spanmeter.quality import Evaluator, LLMJudge
+from spanmeter.sampling import KeepGenAI, keep_genai
 
 _log = logging.getLogger("spanmeter")
 DEFAULT_HOST = "127.0.0.1"
@@ -96,6 +98,25 @@ def _check_label_limits(label_limits) -> dict[str, int]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"label_limits[{key!r}] must be an int >= 1, got {value!r}")
     return dict(label_limits)
+
+
+def _check_sampler(sampler, tracer_provider) -> Sampler | None:
+    """``sampler`` wrapped in ``keep_genai`` (once), for a tracer provider spanmeter creates."""
+    if sampler is None:
+        return None
+    if tracer_provider is not None and not _samples_with(tracer_provider, sampler):
+        raise ConfigurationError(
+            "sampler=... applies to the tracer provider spanmeter creates, and a tracer provider was given "
+            "(or configure() joined the global one) whose sampler cannot be changed: build that provider with "
+            "TracerProvider(sampler=spanmeter.sampling.keep_genai(your_sampler)) and drop sampler=..."
+        )
+    return sampler if isinstance(sampler, KeepGenAI) else keep_genai(sampler)
+
+
+def _samples_with(tracer_provider, sampler) -> bool:
+    """The provider already samples with ``keep_genai(sampler)`` (a configure after shutdown)."""
+    current = getattr(tracer_provider, "sampler", None)
+    return current is sampler or (isinstance(current, KeepGenAI) and current.inner is sampler)
 
 
 class Spanmeter:
@@ -266,6 +287,8 @@ def setup(
     tls_keyfile: str | None = None,
     tls_client_cafile: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    # exact under trace sampling, see spanmeter.sampling
+    sampler: Sampler | None = None,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
@@ -295,6 +318,11 @@ def setup(
     ``tls_certfile``/``tls_keyfile`` serve ``/metrics`` over HTTPS (``tls_client_cafile``:
     require client certificates it signed); ``basic_auth=(user, password)`` requires HTTP
     basic auth (use it over TLS).
+    ``sampler``: the application's trace sampler, for the tracer provider spanmeter creates:
+    it samples with ``spanmeter.sampling.keep_genai(sampler)``, so the metrics count every
+    GenAI run while export stays as ``sampler`` chose. With your own tracer provider, build
+    it with ``TracerProvider(sampler=keep_genai(...))`` instead (a provider's sampler is
+    fixed once made).
     """
     push_settings = _otlp.settings(otlp, endpoint=otlp_endpoint, protocol=otlp_protocol,
                                    interval_seconds=otlp_interval_seconds, headers=otlp_headers,
@@ -315,6 +343,7 @@ def setup(
         if host is not None:
             _endpoint.warn_plain_credentials(host, tls, basic_auth)
     limits = _check_label_limits(label_limits)
+    sampler = _check_sampler(sampler, tracer_provider)
     check_joinable(meter_provider)
     if not isinstance(sdk_cardinality_limit, int) or isinstance(sdk_cardinality_limit, bool) or sdk_cardinality_limit < 1:
         raise ConfigurationError(f"sdk_cardinality_limit must be an int >= 1, got {sdk_cardinality_limit!r}")
@@ -355,7 +384,8 @@ def setup(
     processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer, evaluator=evaluator,
                                    reconcile_window=float(reconcile_window_seconds), max_backlog=max_backlog)
     if tracer_provider is None:
-        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider = (TracerProvider(resource=resource) if sampler is None
+                           else TracerProvider(resource=resource, sampler=sampler))  # fmt: skip
 
     reader = (PrometheusReader(state=state, resource=resource, registry=registry, cardinality_limit=sdk_cardinality_limit)
               if prometheus else None)  # fmt: skip
