@@ -193,3 +193,15 @@ def test_attributed_metrics_exist_in_the_catalogue():
     assert all(catalog.BY_NAME[n].table in ("model", "agent") for n in catalog.ATTRIBUTED)
     assert not any(catalog.BY_NAME[n].kind == catalog.HISTOGRAM and catalog.BY_NAME[n].field == "duration"
                    for n in catalog.ATTRIBUTED)  # fmt: skip
+
+
+def test_a_tenant_id_of_another_type_is_a_label_and_long_ones_are_counted(tenant_meter):
+    meter = tenant_meter
+    for tenant in (42, 42, "x" * 1000):
+        with meter.agent_run("support") as run:
+            run.set_attribute("app.tenant_id", tenant)
+            call(meter)
+    result = scrape(meter)
+    assert result.value("model_inference_calls_total", tenant="42") == 2
+    assert result.total("spanmeter_dropped_values_total", field="tenant") >= 1  # the long one was cut, and said so
+    assert result.total("model_inference_calls_total") == 3

@@ -452,7 +452,7 @@ class State:
             if dim == ATTRIBUTION_DIM:  # a tuple of raw values, one per attribution label
                 label = None if value is None else self._attribution_locked(value)
                 cacheable = cacheable and (label is None or (OTHER not in label and all(
-                    v.__class__ is str and len(v) <= MAX_LABEL_LENGTH for v in value)))  # fmt: skip
+                    v is None or (v.__class__ is str and len(v) <= MAX_LABEL_LENGTH) for v in value)))  # fmt: skip
                 labels.append(label)
                 continue
             guard = _GUARD_OF_DIM.get(dim)
