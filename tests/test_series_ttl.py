@@ -147,3 +147,52 @@ def test_without_a_ttl_nothing_is_stamped_or_dropped():
 def test_bad_series_ttl_is_a_configuration_error(value):
     with pytest.raises(spanmeter.ConfigurationError, match="series_ttl_seconds"):
         spanmeter.setup(start_server=False, registry=CollectorRegistry(), series_ttl_seconds=value)
+
+
+# --- what a real Prometheus sees --------------------------------------------------------------
+
+
+def _wait(condition, what: str, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.skipif(not __import__("shutil").which("prometheus"), reason="needs Debian's prometheus package")
+def test_prometheus_sees_an_expired_series_go_stale_and_its_return_as_a_counter_reset():
+    from dashboards import assets
+    from spanmeter.prometheus import LocalPrometheus
+
+    clock = Clock()
+    meter = spanmeter.setup(port=0, registry=CollectorRegistry(), tracer_provider=TracerProvider(),
+                            series_ttl_seconds=DAY, price_catalogue=False, reconcile_window_seconds=0)  # fmt: skip
+    meter.state.clock = clock
+    host, port = meter.address
+    prom = LocalPrometheus(assets.PROMETHEUS_DIR, f"{host}:{port}", scrape_interval="1s", evaluation_interval="1s")
+    prom.start()
+    series = 'model_inference_calls_total{model_id="retired-model"}'
+    value = lambda: [float(s["value"][1]) for s in prom.query(series)]  # noqa: E731
+    try:
+        for _ in range(3):
+            call(meter.tracer_provider, "retired-model")
+        call(meter.tracer_provider, "gpt-4o")
+        _wait(lambda: value() == [3.0], "the first value")
+        clock.t += DAY + HOUR + 1
+        call(meter.tracer_provider, "gpt-4o")  # still in use: stays
+        _wait(lambda: value() == [], "the staleness marker of the expired series")
+        assert prom.query('model_inference_calls_total{model_id="gpt-4o"}')
+        call(meter.tracer_provider, "retired-model")
+        _wait(lambda: value() == [1.0], "the series back from zero")
+        # across the gap, Prometheus counts one reset, and no negative increase
+        assert [float(s["value"][1]) for s in prom.query(f"resets({series}[1m])")] == [1.0]
+        increase = [float(s["value"][1]) for s in prom.query(f"increase({series}[1m])")]
+        assert len(increase) == 1 and increase[0] >= 0
+    finally:
+        prom.stop()
+        meter.shutdown()
