@@ -11,8 +11,10 @@ is read, for each model call and agent run, from one source:
 - ``"resource:service.namespace"``: an attribute of the tracer provider's resource (the
   same for every span of the process: a team or project per service).
 
-Missing values are ``unknown``; distinct values are bounded like every label (100 by
-default, ``label_limits={"tenant": ...}``), beyond which they become ``other``. Labels go
+Missing values are ``unknown``; distinct values are bounded like every label
+(:data:`spanmeter.aggregate.ATTRIBUTION_LABEL_LIMIT`, ``label_limits={"tenant": ...}``),
+beyond which they become ``other``. A baggage source costs one context read per span start;
+span and resource sources are read at aggregation, off the application's thread. Labels go
 on the metrics named in :data:`spanmeter.catalog.ATTRIBUTED` only: duration histograms
 keep their series count (a label multiplies every bucket series). Per-person ids are
 refused: they are unbounded and personal data (see :func:`check`).
@@ -30,8 +32,6 @@ from spanmeter import ancestry
 from spanmeter.errors import ConfigurationError
 
 SPAN, BAGGAGE, RESOURCE = "span", "baggage", "resource"
-#: Distinct values of an attribution label before new ones become ``other``.
-DEFAULT_LIMIT = 100
 #: Attribution labels at most: each multiplies the series of the attributed metrics.
 MAX_LABELS = 3
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
