@@ -5,6 +5,8 @@ Time is simulated: the state's clock is injected, nothing sleeps."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,7 +25,7 @@ class Clock:
     """Monotonic seconds that the test moves."""
 
     def __init__(self):
-        self.t = 1000.0
+        self.t = time.monotonic()  # where the state's own clock was when a test swaps this one in
 
     def __call__(self) -> float:
         return self.t
@@ -153,8 +155,6 @@ def test_bad_series_ttl_is_a_configuration_error(value):
 
 
 def _wait(condition, what: str, timeout: float = 30.0):
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
