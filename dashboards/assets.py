@@ -17,6 +17,9 @@ DASHBOARD = ROOT / "dashboards" / "grafana" / "ai-agent-operations.json"
 PROMETHEUS_DIR = ROOT / "dashboards" / "prometheus"
 RULE_FILES = (PROMETHEUS_DIR / "recording.rules.yml", PROMETHEUS_DIR / "alerts.rules.yml")
 PROMTOOL_TESTS = (PROMETHEUS_DIR / "alerts.test.yml", PROMETHEUS_DIR / "alerts-history.test.yml")
+#: The budgets per tenant the operator edits (not generated), read by the budget alert.
+BUDGETS = PROMETHEUS_DIR / "budgets.rules.yml"
+PROMTOOL_TESTS += (PROMETHEUS_DIR / "budgets.test.yml",)
 
 
 def dashboard() -> dict:
@@ -49,7 +52,8 @@ def rule_groups(path: Path) -> list[dict]:
 
 
 def recording_rules() -> list[dict]:
-    return [r for g in rule_groups(RULE_FILES[0]) for r in g["rules"]]
+    """The generated recording rules, then the operator's budgets."""
+    return [r for path in (RULE_FILES[0], BUDGETS) for g in rule_groups(path) for r in g["rules"]]
 
 
 def alert_rules() -> list[dict]:
@@ -59,7 +63,7 @@ def alert_rules() -> list[dict]:
 def substitute(expr: str, *, agent: str = ".*", model: str = ".*", tool: str = ".*", window: str = "1m") -> str:
     """A dashboard expression as Grafana would send it, with the test's variable values."""
     for name, value in (("$__rate_interval", window), ("$__range", window), ("$agent_name", agent),
-                        ("$model_id", model), ("$tool_name", tool)):  # fmt: skip
+                        ("$model_id", model), ("$tool_name", tool), ("$tenant", ".*")):  # fmt: skip
         expr = expr.replace(name, value)
     assert "$" not in expr, f"an unsubstituted variable in {expr}"
     return expr

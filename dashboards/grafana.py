@@ -16,7 +16,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards import rules
-from dashboards.promql import m
+from dashboards.promql import ATTRIBUTION_LABELS, m
 
 UID = "spanmeter-ai-agent-operations"
 TITLE = "AI Agent Operations"
@@ -309,6 +309,35 @@ def workflows():
     ]  # fmt: skip
 
 
+def spenders():
+    """Who spends: cost, budget, tokens and runs per attribution label (tenant, ...)."""
+    panels = []
+    for label in ATTRIBUTION_LABELS:
+        sel = f'{label}=~"${label}"'
+        spend = f"sum by ({label}) ({rules.SPEND_RATE.format(label)}{{{sel}}}) * 3600"
+        legend = f"{{{{{label}}}}}"
+        panels += [
+            bars(f"Top spenders by {label} ($/hour)", f"The 10 {label} values with the highest estimated model "
+                 "spend over the last hour (configure(attribution=...) sets the label).", "currencyUSD",
+                 (f"topk(10, {spend})", legend), width=8),
+            ts(f"Cost per hour by {label}", f"Estimated model spend in dollars per hour (1-hour rate) by {label}.",
+               "currencyUSD", (spend, legend), width=8),
+            ts(f"Spend against budget by {label}", f"Spend per hour over the {label}'s budget "
+               f"({rules.BUDGET.format(label)} in budgets.rules.yml; no line without one). Line: 100%, where "
+               f"{label.title().replace('_', '')}OverBudget fires.", "percentunit",
+               (f"{spend}\n/ on ({label}) {rules.BUDGET.format(label)}", legend),
+               thresholds=_thresholds((None, "green"), (1, "red")), min_=0, width=8),
+            ts(f"Tokens by {label} and type", "Tokens per minute. input includes cache reads and writes; output "
+               "includes reasoning.", "short",
+               (f"sum by ({label}, token_type) ({_rate('agent_token_usage', A + ', ' + sel)}) * 60",
+                f"{legend} {{{{token_type}}}}"), width=12),
+            ts(f"Agent runs by {label}", "Agent runs per second by agent and outcome.", "reqps",
+               (f"sum by ({label}, agent_name, status) ({_rate('agent_requests', A + ', ' + sel)})",
+                f"{legend} {{{{agent_name}}}} {{{{status}}}}"), stacked=True, width=12),
+        ]  # fmt: skip
+    return panels
+
+
 SECTIONS = (
     ("Overview", overview),
     ("Model performance", model_performance),
@@ -317,6 +346,7 @@ SECTIONS = (
     ("Quality", quality),
     ("Conversations", conversations),
     ("Workflows", workflows),
+    ("Who spends", spenders),
 )
 
 
@@ -343,6 +373,9 @@ def build():
         .with_variable(_variable("tool_name", "Tool",
                                  f'label_values({m("agent_tool_calls")}{{agent_name=~"$agent_name"}}, tool_name)'))
     )  # fmt: skip
+    for label in ATTRIBUTION_LABELS:
+        board = board.with_variable(_variable(label, label.replace("_", " ").title(),
+                                              f"label_values({m('agent_estimated_cost_dollars')}, {label})"))
     for title, panels in SECTIONS:
         board = board.with_row(dashboard.Row(title).id(next(_ids)))
         for panel in panels():

@@ -16,9 +16,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from spanmeter.catalog import HISTOGRAM, exported
+from spanmeter.catalog import ATTRIBUTED, HISTOGRAM, METRICS, exported
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+#: The attribution labels (``configure(attribution={...})``) the dashboard and rules are made
+#: for: a variable and "who spends" panels each, a cost-per-hour recording rule each, and a
+#: budget alert for the first. Change to your labels and regenerate.
+ATTRIBUTION_LABELS = ("tenant",)
 
 
 def exposed_series() -> dict[str, frozenset[str]]:
@@ -27,6 +31,8 @@ def exposed_series() -> dict[str, frozenset[str]]:
     names: dict[str, frozenset[str]] = {}
     for spec in exported():
         labels = frozenset(spec.exposed_labels)
+        if spec.name in ATTRIBUTED:
+            labels |= frozenset(ATTRIBUTION_LABELS)
         if spec.kind == HISTOGRAM:
             for suffix in _HISTOGRAM_SUFFIXES:
                 names[spec.exposed_name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())

@@ -94,7 +94,7 @@ def fit_windows(expr: str, run_seconds: int, recorded: dict[str, str] | None = N
     to a run of ``run_seconds``: day-long and longer ones cover the run, others above
     :data:`SHORT_WINDOW` seconds are shortened to it. Only match-all selectors are expanded."""
     if recorded is None:
-        recorded = {r["record"]: r["expr"] for r in assets.recording_rules()}
+        recorded = {r["record"]: r["expr"] for r in assets.recording_rules() if "labels" not in r}  # budgets: one value per label
     for _ in range(5):  # recorded series built on recorded series
         changed = False
         for name in sorted(recorded, key=len, reverse=True):
@@ -128,7 +128,7 @@ def query_panels(prom, start: float, end: float, *, run_start: float | None = No
     :func:`fit_windows`; ``$__range`` is the run so far.
     """
     run_seconds = int(end - (start if run_start is None else run_start)) + 5
-    recorded = {r["record"]: r["expr"] for r in assets.recording_rules()}
+    recorded = {r["record"]: r["expr"] for r in assets.recording_rules() if "labels" not in r}  # budgets: one value per label
     results = {}
     for panel in assets.panels():
         series = []

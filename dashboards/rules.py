@@ -17,7 +17,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from dashboards.promql import m
+from dashboards.promql import ATTRIBUTION_LABELS, m
 
 # --- service level objectives (change here, then regenerate) --------------------------------
 #: share of agent runs that must succeed (status="success")
@@ -89,6 +89,10 @@ TOOL_FAILED = "tool_name:agent_tool_calls_failed:ratio_rate{}"
 COST_RATE = "agent_name_model_id:agent_estimated_cost_dollars:rate1h"
 TOOLS_PRESENT = "agent_name_tool_name:agent_tool_calls:present"
 TOKENS_AVG = "agent_name:agent_tokens_per_run:avg{}"
+#: cost per attribution label (tenant, ...) per second over an hour: {label}
+SPEND_RATE = "{}:agent_estimated_cost_dollars:rate1h"
+#: the budgets the operator writes in budgets.rules.yml (not generated): {label}
+BUDGET = "{}_budget_dollars_per_hour"
 
 
 def _tool_failed_ratio(window: str) -> str:
@@ -134,6 +138,8 @@ def recording_rules() -> dict[str, list[Record]]:
         Record("gen_ai_workflow_name_le:gen_ai_invoke_workflow_duration_seconds_bucket:rate5m",
                f"sum by (gen_ai_workflow_name, le) (rate({m('gen_ai.invoke_workflow.duration', '_bucket')}[5m]))"),
     ]  # fmt: skip
+    rates += [Record(SPEND_RATE.format(label), f"sum by ({label}) (rate({m('agent_estimated_cost_dollars')}[1h]))")
+              for label in ATTRIBUTION_LABELS]  # fmt: skip
     slo = [Record(FAILED.format(w), _failed_ratio(w)) for w in SLO_WINDOWS]
     slo += [Record(SLOW.format(w), _slow_ratio(w)) for w in SLO_WINDOWS]
     return {"spanmeter.rates": rates, "spanmeter.slo": slo}
@@ -254,8 +260,25 @@ def alert_rules() -> dict[str, list[Alert]]:
               "Model performance row: inference calls per run and token usage by type; sample the largest "
               "runs in your traces and read their inputs; check for new tools (AgentNewToolUsed)."),
     ]  # fmt: skip
-    return {"spanmeter.agents": article, "spanmeter.slo-burn": slo,
-            "spanmeter.spend-and-tools": spend, "spanmeter.prompt-injection-signals": injection}  # fmt: skip
+    groups = {"spanmeter.agents": article, "spanmeter.slo-burn": slo,
+              "spanmeter.spend-and-tools": spend, "spanmeter.prompt-injection-signals": injection}  # fmt: skip
+    if ATTRIBUTION_LABELS:
+        groups["spanmeter.budgets"] = [_budget_alert(ATTRIBUTION_LABELS[0])]
+    return groups
+
+
+def _budget_alert(label: str) -> Alert:
+    """Spend of one ``label`` value (a tenant) above the budget the operator set for it."""
+    return Alert(
+        f"{label.title().replace('_', '')}OverBudget",
+        f"{SPEND_RATE.format(label)} * 3600\n> on ({label}) {BUDGET.format(label)}", "15m", "warning",
+        f"{label.title()} {{{{ $labels.{label} }}}} spends more than its budget",
+        f"Estimated model spend of {label} {{{{ $labels.{label} }}}} is {{{{ $value | humanize }}}} $/h over the "
+        f"last hour, above its {BUDGET.format(label)} (set in budgets.rules.yml; a {label} without a "
+        "budget there never fires).",
+        f"Who spends row: the {label}'s agents and models; tokens and calls per run (a loop, a prompt change, a "
+        f"dearer model); raise the budget in budgets.rules.yml if the spend is expected.")
+
 
 
 def recording_document() -> dict:

@@ -11,7 +11,8 @@ from dashboards import assets, generate
 from dashboards.promql import check, exposed_series, m, operands, references
 from spanmeter import catalog
 
-SECTIONS = ["Overview", "Model performance", "Tool performance", "Cost", "Quality", "Conversations", "Workflows"]
+SECTIONS = ["Overview", "Model performance", "Tool performance", "Cost", "Quality", "Conversations", "Workflows",
+            "Who spends"]
 
 
 def _recorded_labels() -> dict[str, frozenset[str]]:
@@ -76,6 +77,20 @@ def test_dashboard_has_a_row_per_section_and_the_variables():
         assert variables[name]["datasource"]["uid"] == "${datasource}"
         assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
         assert f", {name})" in variables[name]["query"]
+
+
+def test_who_spends_has_a_tenant_variable_a_top_spenders_panel_and_the_tenant_cost_rule():
+    variables = {v["name"]: v for v in assets.dashboard()["templating"]["list"]}
+    assert variables["tenant"]["query"] == "label_values(agent_estimated_cost_dollars_total, tenant)"
+    assert variables["tenant"]["includeAll"] and variables["tenant"]["allValue"] == ".*"
+    (top,) = _panel("Top spenders by tenant ($/hour)")["targets"]
+    assert top["expr"].startswith("topk(10, sum by (tenant) (tenant:agent_estimated_cost_dollars:rate1h")
+    rules = {r["record"]: r["expr"] for r in assets.recording_rules()}
+    assert rules["tenant:agent_estimated_cost_dollars:rate1h"] == (
+        "sum by (tenant) (rate(agent_estimated_cost_dollars_total[1h]))")
+    # the tenant label exists on the attributed metrics only: never on a duration histogram
+    assert check('sum by (tenant) (rate(agent_request_duration_seconds_count[5m]))')
+    assert not check('sum by (tenant) (rate(agent_requests_total[5m]))')
 
 
 def test_every_panel_has_a_unit_a_legend_a_description_and_the_datasource_variable():

@@ -51,6 +51,8 @@ PROVIDERS = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "o3-mini": "openai", "
              "acme-ft-7": "acme"}  # fmt: skip
 # what the judge says of each agent's answers (the runs carry gen_ai.input/output.messages)
 VERDICTS = {"support": {"groundedness": 0.62, "relevance": 0.8}, "research": {"groundedness": 0.9, "relevance": 0.88}}
+# who spends: the tenant each agent's runs carry (configure(attribution={"tenant": "app.tenant_id"}))
+TENANTS = {"support": "acme", "research": "globex", "billing": "initech"}
 # conversations recorded by the app with record_conversation: (agent, turns, escalated)
 CONVERSATIONS = [("research", 6, False), ("billing", 2, False)]
 # and one followed by gen_ai.conversation.id: the three support runs, escalated at the end
@@ -75,7 +77,8 @@ def run_round(meter, number: int) -> None:
     t = time.time_ns() - 120 * S
     support_runs = [n for n, r in enumerate(ROUND) if r[0] == "support"]
     for n, (agent, error, seconds, models, tools) in enumerate(ROUND):
-        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
+                      "app.tenant_id": TENANTS[agent]}  # fmt: skip
         if agent in VERDICTS and error is None:
             attributes.update({"gen_ai.input.messages": "where is my order?", "gen_ai.output.messages": "on its way"})
         if agent == "support":
@@ -163,6 +166,11 @@ EXPECTED_TOTALS = {
     "sum(spanmeter_inference_without_usage_total)": ROUNDS * sum(c[2] is None for c in _calls()),
     "sum(agent_cost_per_run_dollars_count)": _count(lambda r: any(c[0] in PRICES and c[2] for c in r[3])),
     "sum(agent_tokens_per_run_sum)": _count(lambda r: sum((c[2] or 0) + (c[3] or 0) for c in r[3])),
+    'sum(agent_estimated_cost_dollars_total{tenant="acme"})':
+        ROUNDS * sum(_dollars(c) for r in ROUND if r[0] == "support" for c in r[3] if c[0] in PRICES),
+    'sum(agent_requests_total{tenant="globex"})': _count(lambda r: r[0] == "research"),
+    'sum(agent_token_usage_total{tenant="initech", token_type="input"})':
+        _count(lambda r: r[0] == "billing" and sum(c[2] for c in r[3])),
 }  # fmt: skip
 # The alerts this workload must trigger (pending: their `for` has not passed). The others
 # need history a 30-second-old Prometheus cannot have; promtool unit tests cover them.
@@ -178,7 +186,7 @@ def stack():
     evaluator = Evaluator(judge, sample_rate=1.0, read_span_content=True)
     meter = spanmeter.setup(service_name="e2e-agents", port=0, registry=CollectorRegistry(),
                             tracer_provider=TracerProvider(), prices=prices, price_catalogue=False,
-                            evaluator=evaluator)  # fmt: skip
+                            evaluator=evaluator, attribution={"tenant": "app.tenant_id"})  # fmt: skip
     host, port = meter.address
     prom = LocalPrometheus(assets.PROMETHEUS_DIR, f"{host}:{port}", scrape_interval="1s", evaluation_interval="1s")
     prom.start()
@@ -263,6 +271,17 @@ def test_every_dashboard_variable_lists_values(stack):
         assert values, (name, query)
     assert set(prom.api("label/agent_name/values", **{"match[]": "agent_requests_total"})) == {
         "support", "research", "billing"}  # fmt: skip
+
+
+def test_top_spenders_are_the_workloads_tenants_by_spend(stack):
+    _meter, prom = stack
+    (top,) = [t["expr"] for p in assets.panels() if p["title"] == "Top spenders by tenant ($/hour)" for t in p["targets"]]
+    spend = {s["metric"]["tenant"]: float(s["value"][1]) for s in _poll(prom, [assets.substitute(top)])[assets.substitute(top)]}
+    dollars = {t: sum(_dollars(c) for r in ROUND if TENANTS[r[0]] == t for c in r[3] if c[0] in PRICES) for t in TENANTS.values()}
+    assert set(spend) == {"acme", "globex", "initech"}
+    assert sorted(spend, key=spend.get) == sorted(dollars, key=dollars.get)  # the same order as the workload's spend
+    budget = prom.query('tenant_budget_dollars_per_hour{tenant="acme"}')  # the operator's budgets file is loaded
+    assert float(budget[0]["value"][1]) == 10
 
 
 def test_every_recording_rule_returns_data(stack):

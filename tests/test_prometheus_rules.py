@@ -25,7 +25,7 @@ def promtool(*args, cwd: Path = assets.PROMETHEUS_DIR) -> subprocess.CompletedPr
 def test_promtool_accepts_the_scrape_config_and_the_rules_it_loads():
     done = promtool("check", "config", "prometheus.yml")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 2 rule files found" in done.stdout
+    assert "SUCCESS: 3 rule files found" in done.stdout  # recording, alerts, the operator's budgets
 
 
 def test_promtool_accepts_the_rule_files():
@@ -42,6 +42,16 @@ def test_promtool_unit_tests_of_the_alerts_pass():
     for proc in procs:
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
+
+
+def test_the_budgets_file_passes_promtool_and_gives_each_rule_a_tenant():
+    done = promtool("check", "rules", assets.BUDGETS.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    budgets = [r for g in assets.rule_groups(assets.BUDGETS) for r in g["rules"]]
+    assert budgets and all(r["record"] == "tenant_budget_dollars_per_hour" and r["labels"]["tenant"] for r in budgets)
+    assert not assets.BUDGETS.read_text("utf-8").startswith("# GENERATED")  # the operator's to edit
+    expr = {r["alert"]: r["expr"] for r in assets.alert_rules()}["TenantOverBudget"]
+    assert "tenant_budget_dollars_per_hour" in expr and "on (tenant)" in expr
 
 
 def _alert_tests() -> list[tuple[str, str, bool]]:

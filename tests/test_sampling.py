@@ -234,3 +234,71 @@ def test_prometheus_sees_exact_counts_from_a_ratio_sampled_app():
     finally:
         prom.stop()
         meter.shutdown()
+
+
+# --- spanmeter.setup/configure(sampler=...) installs keep_genai ----------------------------------
+
+
+def test_setup_with_a_sampler_counts_every_run_and_exports_a_tenth():
+    meter = spanmeter.setup(service_name="sampled-agent", port=0, registry=CollectorRegistry(), price_catalogue=False,
+                            sampler=ParentBased(TraceIdRatioBased(RATE)),
+                            prices={"price": [{"model": "gpt-4o", "input": PRICE_IN, "output": PRICE_OUT}]})  # fmt: skip
+    exporter = InMemorySpanExporter()
+    meter.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        assert meter.tracer_provider.sampler.get_description() == "KeepGenAI{ParentBased{root:TraceIdRatioBased{0.1},remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}}"
+        workload(meter)
+        result = scrape(meter)
+    finally:
+        meter.shutdown()
+    for (name, labels), want in EXPECTED.items():
+        assert result.value(name, **dict(labels)) == want, name
+    runs_exported = sum(s.name == "invoke_agent support" for s in exporter.get_finished_spans())
+    assert 0.06 * RUNS <= runs_exported <= 0.14 * RUNS
+
+
+def test_a_sampler_with_a_given_tracer_provider_is_a_configuration_error():
+    with pytest.raises(spanmeter.ConfigurationError, match=r"sampler=.*keep_genai\(your_sampler\)"):
+        spanmeter.setup(port=0, registry=CollectorRegistry(), tracer_provider=TracerProvider(),
+                        sampler=TraceIdRatioBased(RATE))  # fmt: skip
+
+
+CONFIGURE_SCRIPT = """
+import httpx, json
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+import spanmeter
+from tests.test_sampling import workload
+sampler = ParentBased(TraceIdRatioBased(0.1))
+meter = spanmeter.configure(service_name="sampled", port=0, sampler=sampler, price_catalogue=False)
+exporter = InMemorySpanExporter()
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+workload(meter)
+text = httpx.get(meter.metrics_url, timeout=10).text
+again = spanmeter.configure(service_name="sampled", port=0, sampler=sampler, price_catalogue=False) is meter
+spanmeter.shutdown()
+print(json.dumps({"global": trace.get_tracer_provider() is meter.tracer_provider, "again": again, "text": text,
+                  "exported": sum(s.name == "invoke_agent support" for s in exporter.get_finished_spans())}))
+"""
+
+
+def test_configure_with_a_sampler_installs_keep_genai_on_the_global_tracer_provider():
+    """In a fresh process: the global tracer provider can be set once per process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "src"), root]))
+    out = subprocess.run([sys.executable, "-c", CONFIGURE_SCRIPT], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["global"] and got["again"]
+    result = Scrape(got["text"])
+    assert result.value("agent_requests_total", agent_name="support", status="success") == RUNS
+    assert result.value("model_inference_calls_total", agent_name="support", model_id="gpt-4o") == 2 * RUNS
+    assert 0.06 * RUNS <= got["exported"] <= 0.14 * RUNS

@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from spanmeter import catalog, exemplars
 from spanmeter.catalog import COUNTER, GAUGE, HISTOGRAM, METRICS, TABLES, MetricSpec
+from spanmeter.catalog import ATTRIBUTED, ATTRIBUTION_DIM
 from spanmeter import conventions as c
 from spanmeter.conventions import MAX_LABEL_LENGTH, TOKEN_TYPES, UNKNOWN, coerce_label
 from spanmeter.conventions import MODALITIES, MODALITY_SPLIT_TYPES
@@ -74,6 +75,12 @@ COLLECT_BUDGET = 0.25
 # Raw attribute tuples remembered per table for the fast path; beyond this the slow
 # path (sanitise, look up) runs for new tuples, so memory stays bounded.
 _RAW_CACHE_LIMIT = 20_000
+#: Distinct values of an attribution label (tenant, team, ...) before ``other``.
+ATTRIBUTION_LABEL_LIMIT = 100
+# Tables whose series expire after ``series_ttl_seconds`` untouched: the ones whose keys
+# come from spans or the application (models, tools, agents come and go); spanmeter's own
+# health series are few and fixed.
+_EXPIRING = ("model", "tool", "agent", "workflow", "conversation", "quality", "evaluations", "no_usage")
 
 
 class Hist:
@@ -418,9 +425,18 @@ class State:
         escalation_window: float = 3600.0,
         conversation_idle: float = 1800.0,
         max_conversations: int = 100_000,
+        attribution: tuple[str, ...] = (),
+        series_ttl: float | None = None,
+        clock=time.monotonic,
     ):
         limits = dict(DEFAULT_LABEL_LIMITS)
+        limits.update({label: ATTRIBUTION_LABEL_LIMIT for label in attribution})
         limits.update(label_limits or {})
+        #: Attribution label names, in the order of the values of the attribution dimension.
+        self.attribution_labels = tuple(attribution)
+        #: Seconds after which an untouched series is dropped (None: never); see :meth:`sweep_locked`.
+        self.series_ttl = series_ttl
+        self.clock = clock  # monotonic seconds, for the series' last-touched stamps
         self._limits = limits
         self.quality_window = quality_window
         self.escalation_window = escalation_window
@@ -439,6 +455,10 @@ class State:
 
     def _reset(self) -> None:
         self.lock = threading.Lock()
+        self.now = self.clock()  # the stamp of series touched now: read once per drain (tick)
+        self.touched: dict = {}  # series -> self.now when last updated (series_ttl only)
+        self.created: dict = {}  # (table, dims) -> time_ns the series was made (series_ttl only)
+        self._next_sweep = self.now
         self.start_ns = time.time_ns()
         self.guards = {name: LabelGuard(name, limit) for name, limit in self._limits.items()}
         qw, ew = self.quality_window, self.escalation_window
@@ -490,6 +510,12 @@ class State:
         labels = []
         cacheable = True
         for dim, value in zip(table.dims, raw):
+            if dim == ATTRIBUTION_DIM:  # a tuple of raw values, one per attribution label
+                label = None if value is None else self._attribution_locked(value)
+                cacheable = cacheable and (label is None or (OTHER not in label and all(
+                    v is None or (v.__class__ is str and len(v) <= MAX_LABEL_LENGTH) for v in value)))  # fmt: skip
+                labels.append(label)
+                continue
             guard = _GUARD_OF_DIM.get(dim)
             if value is None:
                 label = None if dim in _OPTIONAL_DIMS else UNKNOWN
@@ -504,6 +530,10 @@ class State:
         series = table.series.get(key)
         if series is None:
             series = table.series[key] = table.factory(key)
+            if self.series_ttl is not None:
+                self.created[table.name, key] = time.time_ns()
+        if self.series_ttl is not None:
+            self.touched[series] = self.now
         if cacheable and len(table.by_raw) < _RAW_CACHE_LIMIT:
             try:
                 table.by_raw[raw] = series
@@ -516,7 +546,16 @@ class State:
         series = t.series.get(dims)
         if series is None:
             series = t.series[dims] = CountSeries(dims)
+            if self.series_ttl is not None and table in _EXPIRING:
+                self.created[table, dims] = time.time_ns()
+        if self.series_ttl is not None and table in _EXPIRING:
+            self.touched[series] = self.now
         series.count += n
+
+    def _attribution_locked(self, raw: tuple) -> tuple:
+        guards = self.guards
+        return tuple(UNKNOWN if v is None else guards[label].admit(v, self)
+                     for label, v in zip(self.attribution_labels, raw))  # fmt: skip
 
     # --- one method per kind of span (the caller holds the lock) -----------------------
     def _series(self, table: Table, key: tuple):
@@ -524,17 +563,23 @@ class State:
             series = table.by_raw.get(key)
         except TypeError:  # an unhashable attribute value
             series = None
-        return series if series is not None else self.series_locked(table, key)
+        if series is None:
+            return self.series_locked(table, key)
+        if self.series_ttl is not None:
+            self.touched[series] = self.now
+        return series
 
-    def add_call_locked(self, agent, record, tokens, *, call: bool, duration, ttfc, priced, no_usage: int = 0):
+    def add_call_locked(self, agent, record, tokens, *, call: bool, duration, ttfc, priced, no_usage: int = 0,
+                        attribution: tuple | None = None):
         """An inference span: a call (``call``) or only tokens and cost of one counted elsewhere.
 
         ``tokens`` (GenAI meaning), ``priced`` (None, UNPRICED or (femto-dollars, source)) and
         ``no_usage`` (calls of this series without usage) were decided by the reconciliation.
+        ``attribution``: raw values of the attribution labels (None when none is configured).
         Returns the series.
         """
         series = self._series(self.model, (agent, record.model, record.provider, record.operation,
-                                           record.response_model, record.error_type))  # fmt: skip
+                                           record.response_model, record.error_type, attribution))  # fmt: skip
         if call:
             series.count += 1
             if duration is not None:
@@ -597,10 +642,10 @@ class State:
         self.spans_tool.count += 1
         return series
 
-    def add_run_locked(self, agent, record, duration, run):
+    def add_run_locked(self, agent, record, duration, run, attribution: tuple | None = None):
         """An agent run; ``run`` (its :class:`spanmeter.ancestry.Node`, or None) holds what its
-        own calls and tools added up to. Returns the series."""
-        series = self._series(self.agent, (agent, c.status_of(record.error_type), record.error_type))
+        own calls and tools added up to; ``attribution`` as for :meth:`add_call_locked`. Returns the series."""
+        series = self._series(self.agent, (agent, c.status_of(record.error_type), record.error_type, attribution))
         series.count += 1
         if duration is not None:
             series.duration.observe(duration)
@@ -668,15 +713,101 @@ class State:
             drain(flush=True)
 
     def snapshot(self) -> dict[str, list[tuple[tuple, dict]]]:
+        """Each table's (dims, fields) rows; with ``series_ttl``, also ``"_created"``: the
+        time_ns each series was made, by (table, dims)."""
         for drain in self.drainers:
             drain(budget=COLLECT_BUDGET)
         now = time.monotonic()
         with self.lock:
             self.expire_conversations_locked(now)
-            return {
+            if self.series_ttl is not None:
+                self.tick()
+                if self.now >= self._next_sweep:
+                    self.sweep_locked()
+            snap = {
                 name: [(s.dims, s.snapshot(now)) for s in t.series.values()]
                 for name, t in self.tables.items()
             }
+            if self.series_ttl is not None:
+                snap["_created"] = dict(self.created)
+            return snap
+
+    # --- stale series (series_ttl) -----------------------------------------------------------
+    def tick(self) -> None:
+        """Read the clock once: series touched from now on are stamped with this time (the
+        processor calls it once per aggregation round, not per span)."""
+        self.now = self.clock()
+
+    def sweep_locked(self) -> int:
+        """Drop the series untouched for ``series_ttl`` seconds; returns how many.
+
+        A stale series stays while another series it is summed with on some exported metric
+        is live (e.g. by error type into one ``agent_token_usage_total`` point): dropping it
+        would make that point's counter go down, which Prometheus reads as a reset. Label
+        values no series uses any more are forgotten, so they no longer count toward the
+        label's limit.
+        """
+        self._next_sweep = self.now + self.series_ttl / 24  # the check costs a pass over all series
+        cutoff = self.now - self.series_ttl
+        touched, dropped = self.touched, 0
+        for name in _EXPIRING:
+            table = self.tables[name]
+            stale = {key for key, s in table.series.items() if touched.get(s, self.now) < cutoff}
+            if stale:
+                stale = _unpinned(name, table.series, stale)
+            if not stale:
+                continue
+            for key in stale:
+                touched.pop(table.series.pop(key), None)
+                self.created.pop((name, key), None)
+            table.by_raw = {raw: s for raw, s in table.by_raw.items() if s.dims not in stale}
+            dropped += len(stale)
+        if dropped:
+            self._forget_labels_locked()
+        return dropped
+
+    def _forget_labels_locked(self) -> None:
+        in_use: dict[str, set] = {name: set() for name in self.guards}
+        for table in self.tables.values():
+            for i, dim in enumerate(table.dims):
+                if dim == ATTRIBUTION_DIM:
+                    for key in table.series:
+                        if key[i] is not None:
+                            for label, value in zip(self.attribution_labels, key[i]):
+                                in_use[label].add(value)
+                elif dim in _GUARD_OF_DIM:
+                    in_use[_GUARD_OF_DIM[dim]].update(key[i] for key in table.series)
+        for name, guard in self.guards.items():
+            guard.values &= in_use[name]
+            guard.known = {raw: label for raw, label in guard.known.items() if label in guard.values}
+
+
+def _groupings(table: str) -> set[tuple[int, ...]]:
+    """For each metric reading ``table``, the positions of the dimensions its points are keyed by."""
+    dims = TABLES[table]
+    out = set()
+    for spec in METRICS:
+        if spec.table == table:
+            index = tuple(dims.index(dim) for _, dim in spec.labels)
+            if spec.name in ATTRIBUTED:
+                index += (dims.index(ATTRIBUTION_DIM),)
+            out.add(index)
+    return out
+
+
+def _unpinned(table: str, series: dict, stale: set) -> set:
+    """The keys of ``stale`` whose every exported point has no live series in it."""
+    groupings = _groupings(table)
+    changed = True
+    while changed and stale:
+        changed = False
+        for index in groupings:
+            live = {tuple(key[i] for i in index) for key in series if key not in stale}
+            pinned = {key for key in stale if tuple(key[i] for i in index) in live}
+            if pinned:
+                stale = stale - pinned
+                changed = True
+    return stale
 
 
 def _projection(spec: MetricSpec) -> list[tuple[int, int]]:
@@ -715,6 +846,7 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
     snap = state.snapshot()
     start, now = state.start_ns, time.time_ns()
     leave_out = state.excluded_metrics
+    created = snap.get("_created")
     out = []
     for spec in metrics:
         rows = snap[spec.table]
@@ -723,6 +855,10 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
         dims = TABLES[spec.table]
         index = [dims.index(dim) for _, dim in spec.labels]
         keys = [key for key, _ in spec.labels]
+        attributed = state.attribution_labels if spec.name in ATTRIBUTED else ()
+        if attributed:  # one more key element: the tuple of attribution labels, fanned out below
+            index.append(dims.index(ATTRIBUTION_DIM))
+        starts: dict[tuple, int] = {}  # with series_ttl: a point starts when its oldest series was made
         fan = spec.fan_out[1] if spec.fan_out else (None,)
         dynamic = spec.fan_out is not None and not fan  # values are {label value: count}
         where = (dims.index(spec.rows[0]), frozenset(spec.rows[1]), spec.rows[2]) if spec.rows else None
@@ -735,11 +871,17 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
                 continue
             if dynamic:
                 group = tuple(row_dims[i] for i in index)
+                if created is not None:
+                    made = created.get((spec.table, row_dims), start)
+                    starts[group] = min(starts.get(group, made), made)
                 acc = groups.setdefault(group, {})
                 for label, n in value.items():
                     acc[label] = acc.get(label, 0) + n
                 continue
             group = tuple(row_dims[i] for i in index)
+            if created is not None:
+                made = created.get((spec.table, row_dims), start)
+                starts[group] = min(starts.get(group, made), made)
             acc = groups.get(group)
             if spec.kind == HISTOGRAM:
                 ranges = _PROJECTIONS[spec.name]
@@ -757,12 +899,14 @@ def produce(state: State, metrics: tuple[MetricSpec, ...] = METRICS) -> list[Met
         points = []
         for group, values in groups.items():
             base = {k: v for k, v in zip(keys, group) if v is not None}
+            if attributed:
+                base.update(zip(attributed, group[-1] or ()))
             pairs = values.items() if dynamic else zip(fan, values)
             for fan_value, value in pairs:
                 attributes = dict(base)
                 if spec.fan_out:
                     attributes[spec.fan_out[0]] = fan_value
-                points.append(_point(spec, attributes, value, start, now))
+                points.append(_point(spec, attributes, value, starts.get(group, start), now))
         points = [p for p in points if p is not None]
         if points:
             out.append(Metric(name=spec.name, description=spec.help, unit=spec.unit, data=_data(spec, points)))

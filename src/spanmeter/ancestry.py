@@ -39,7 +39,7 @@ class Node:
     """One started span: its parent's node, what it is once known, what its runs counted."""
 
     __slots__ = ("span", "parent", "kind", "name", "named", "wraps_named", "ended",
-                 "calls", "tools", "tokens", "cost", "total_calls", "total_tools")  # fmt: skip
+                 "calls", "tools", "tokens", "cost", "total_calls", "total_tools", "baggage")  # fmt: skip
 
     def __init__(self, span, parent: Node | None, kind, attributes=None, span_name: str = ""):
         self.span = span
@@ -55,6 +55,7 @@ class Node:
         self.cost = None  # femto-dollars, once a call below it was priced
         self.total_calls = 0  # everything below it (a workflow's figures)
         self.total_tools = 0
+        self.baggage = None  # attribution's baggage entries, captured at start (spanmeter.attribution)
         if kind is not None:
             self.type(kind, attributes, span_name)
 
@@ -127,6 +128,19 @@ def agent_of(node: Node | None, attributes_of=None):
     if not run.named and run.span is not None and not run.ended and attributes_of is not None:
         run.rename(*c.run_name(attributes_of(run.span), run.kind or c.KIND_AGENT, getattr(run.span, "name", "")))
     return run.name
+
+
+def inherited(node: Node, key: str, attributes_of):
+    """Attribute ``key`` of the nearest span above ``node`` that has it, or None (attribution
+    labels are inherited down the run like the agent name)."""
+    node = node.parent
+    while node is not None:
+        if node.span is not None:
+            value = attributes_of(node.span).get(key)
+            if value is not None:
+                return value
+        node = node.parent
+    return None
 
 
 def charge_call(node: Node | None, tokens: int, femto, count: bool = True) -> None:

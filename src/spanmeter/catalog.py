@@ -55,6 +55,12 @@ TABLES: dict[str, tuple[str, ...]] = {
     "tool_decisions": ("agent", "tool", "decision"),
 }
 
+#: Trailing dimension of the attributed tables: a tuple of the attribution labels' values (one
+#: per label of ``configure(attribution=...)``, see :mod:`spanmeter.attribution`), or None.
+ATTRIBUTION_DIM = "attribution"
+for _table in ("model", "agent"):
+    TABLES[_table] += (ATTRIBUTION_DIM,)
+
 # --- buckets ---------------------------------------------------------------------------
 # The reference article's buckets.
 AGENT_REQUEST_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 30.0, 60.0)
@@ -396,6 +402,18 @@ METRICS: tuple[MetricSpec, ...] = (
 )  # fmt: skip
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+#: Metrics that carry the attribution labels (tenant, team, ...) when some are configured: cost,
+#: tokens and requests. Not the duration histograms: a label multiplies each of their bucket series.
+ATTRIBUTED: frozenset[str] = frozenset({
+    "agent_requests", "model_inference_calls", "agent_token_usage", "agent_estimated_cost_dollars",
+    "gen_ai.client.token.usage",  # v1.41 (opt-in)
+    *(m.name for m in METRICS if m.name.startswith("gen_ai.client.inference.usage.")),  # the current ones
+})  # fmt: skip
+
+
+def label_names() -> set[str]:
+    """Every label name spanmeter's metrics expose (attribution labels must not clash)."""
+    return {label for m in METRICS for label in m.exposed_labels}
 
 
 #: Fields that read the same histogram of a series under another name, (table, field) ->

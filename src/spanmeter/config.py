@@ -36,9 +36,11 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler
 from prometheus_client import CollectorRegistry
 
 from spanmeter import __version__
+from spanmeter import attribution as _attribution
 from spanmeter import catalog as _catalog
 from spanmeter import endpoint as _endpoint
 from spanmeter import lifecycle as _lifecycle
@@ -49,6 +51,7 @@ from spanmeter.export import SDK_CARDINALITY_LIMIT, PrometheusReader, check_join
 from spanmeter.pricing import Pricer, catalogue_version
 from spanmeter.processor import SpanmeterProcessor
 from spanmeter.quality import Evaluator, LLMJudge
+from spanmeter.sampling import KeepGenAI, keep_genai
 
 _log = logging.getLogger("spanmeter")
 DEFAULT_HOST = "127.0.0.1"
@@ -85,18 +88,38 @@ def resolve_endpoint(host: str | None = None, port: int | None = None, environ=o
     return host, port
 
 
-def _check_label_limits(label_limits) -> dict[str, int]:
+def _check_label_limits(label_limits, attribution_labels=()) -> dict[str, int]:
     if label_limits is None:
         return {}
-    unknown = set(label_limits) - set(DEFAULT_LABEL_LIMITS)
+    unknown = set(label_limits) - set(DEFAULT_LABEL_LIMITS) - set(attribution_labels)
     if unknown:
         raise ConfigurationError(
-            f"label_limits has unknown label(s) {sorted(unknown)}; known: {sorted(DEFAULT_LABEL_LIMITS)}"
+            f"label_limits has unknown label(s) {sorted(unknown)}; known: "
+            f"{sorted(DEFAULT_LABEL_LIMITS) + sorted(attribution_labels)}"
         )
     for key, value in label_limits.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"label_limits[{key!r}] must be an int >= 1, got {value!r}")
     return dict(label_limits)
+
+
+def _check_sampler(sampler, tracer_provider) -> Sampler | None:
+    """``sampler`` wrapped in ``keep_genai`` (once), for a tracer provider spanmeter creates."""
+    if sampler is None:
+        return None
+    if tracer_provider is not None and not _samples_with(tracer_provider, sampler):
+        raise ConfigurationError(
+            "sampler=... applies to the tracer provider spanmeter creates, and a tracer provider was given "
+            "(or configure() joined the global one) whose sampler cannot be changed: build that provider with "
+            "TracerProvider(sampler=spanmeter.sampling.keep_genai(your_sampler)) and drop sampler=..."
+        )
+    return sampler if isinstance(sampler, KeepGenAI) else keep_genai(sampler)
+
+
+def _samples_with(tracer_provider, sampler) -> bool:
+    """The provider already samples with ``keep_genai(sampler)`` (a configure after shutdown)."""
+    current = getattr(tracer_provider, "sampler", None)
+    return current is sampler or (isinstance(current, KeepGenAI) and current.inner is sampler)
 
 
 class Spanmeter:
@@ -267,6 +290,12 @@ def setup(
     tls_keyfile: str | None = None,
     tls_client_cafile: str | None = None,
     basic_auth: tuple[str, str] | None = None,
+    # exact under trace sampling, see spanmeter.sampling
+    sampler: Sampler | None = None,
+    # who spends, see spanmeter.attribution
+    attribution: Mapping[str, str] | None = None,
+    # stale series, see spanmeter.aggregate.State.sweep_locked
+    series_ttl_seconds: float | None = None,
 ) -> Spanmeter:
     """Build a :class:`Spanmeter` from explicit parts; touches no global state.
 
@@ -296,6 +325,17 @@ def setup(
     ``tls_certfile``/``tls_keyfile`` serve ``/metrics`` over HTTPS (``tls_client_cafile``:
     require client certificates it signed); ``basic_auth=(user, password)`` requires HTTP
     basic auth (use it over TLS).
+    ``sampler``: the application's trace sampler, for the tracer provider spanmeter creates:
+    it samples with ``spanmeter.sampling.keep_genai(sampler)``, so the metrics count every
+    GenAI run while export stays as ``sampler`` chose. With your own tracer provider, build
+    it with ``TracerProvider(sampler=keep_genai(...))`` instead (a provider's sampler is
+    fixed once made).
+    ``attribution``: opt-in labels on the cost, token and request metrics, label -> source
+    (``{"tenant": "app.tenant_id"}``: a span attribute, ``"baggage:<key>"`` or
+    ``"resource:<key>"``; see :mod:`spanmeter.attribution`); never per-person ids.
+    ``series_ttl_seconds``: series of models, tools, agents ... untouched this long (>= 60,
+    e.g. 86400) are dropped from the exposition and from memory; None keeps them for the
+    process's life.
     """
     push_settings = _otlp.settings(otlp, endpoint=otlp_endpoint, protocol=otlp_protocol,
                                    interval_seconds=otlp_interval_seconds, headers=otlp_headers,
@@ -315,7 +355,14 @@ def setup(
         basic_auth = _endpoint.check_credentials(basic_auth)
         if host is not None:
             _endpoint.warn_plain_credentials(host, tls, basic_auth)
-    limits = _check_label_limits(label_limits)
+    sources = _attribution.check(attribution, _catalog.label_names() | set(DEFAULT_LABEL_LIMITS))
+    limits = _check_label_limits(label_limits, [source.label for source in sources])
+    if series_ttl_seconds is not None and (isinstance(series_ttl_seconds, bool)
+                                           or not isinstance(series_ttl_seconds, (int, float))
+                                           or not 60 <= series_ttl_seconds < float("inf")):  # fmt: skip
+        raise ConfigurationError(f"series_ttl_seconds must be None (series never expire) or a number of seconds "
+                                 f">= 60, well above the scrape interval (e.g. 86400), got {series_ttl_seconds!r}")  # fmt: skip
+    sampler = _check_sampler(sampler, tracer_provider)
     check_joinable(meter_provider)
     if not isinstance(sdk_cardinality_limit, int) or isinstance(sdk_cardinality_limit, bool) or sdk_cardinality_limit < 1:
         raise ConfigurationError(f"sdk_cardinality_limit must be an int >= 1, got {sdk_cardinality_limit!r}")
@@ -349,15 +396,22 @@ def setup(
         escalation_window=float(escalation_window_seconds),
         conversation_idle=float(conversation_idle_seconds),
         max_conversations=max_open_conversations,
+        attribution=tuple(source.label for source in sources),
+        series_ttl=None if series_ttl_seconds is None else float(series_ttl_seconds),
     )
     state.excluded_metrics = _catalog.excluded_names(_catalog.semconv_mode())  # OTEL_SEMCONV_STABILITY_OPT_IN
+    attributor = _attribution.Attribution(sources) if sources else None
     if price_catalogue:
         pricer.on_refresh = lambda: state.set_info("price_catalogue", ("genai-prices", catalogue_version()))
         pricer.on_refresh()
     processor = SpanmeterProcessor(state, max_open_spans=max_open_spans, pricer=pricer, evaluator=evaluator,
-                                   reconcile_window=float(reconcile_window_seconds), max_backlog=max_backlog)
+                                   reconcile_window=float(reconcile_window_seconds), max_backlog=max_backlog,
+                                   attribution=attributor)  # fmt: skip
     if tracer_provider is None:
-        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider = (TracerProvider(resource=resource) if sampler is None
+                           else TracerProvider(resource=resource, sampler=sampler))  # fmt: skip
+    if attributor is not None:
+        attributor.bind_resource(getattr(tracer_provider, "resource", resource))
 
     reader = (PrometheusReader(state=state, resource=resource, registry=registry, cardinality_limit=sdk_cardinality_limit)
               if prometheus else None)  # fmt: skip

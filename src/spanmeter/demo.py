@@ -298,6 +298,11 @@ class Tally:
         )
 
 
+#: The demo's tenants (configure(attribution={"tenant": TENANT_ATTRIBUTE}): who spends).
+TENANTS = ("acme", "globex", "initech")
+TENANT_ATTRIBUTE = "demo.tenant_id"
+
+
 class Workload:
     """Agent runs against the fake server, instrumented with a :class:`~spanmeter.Spanmeter`."""
 
@@ -310,6 +315,7 @@ class Workload:
         self._lock = threading.Lock()
         self._conversations: dict[str, tuple[str, int]] = {}  # id -> (agent, turns)
         self._busy: set[str] = set()  # conversations in a turn now
+        self._tenants = random.Random(seed + 1)  # its own: the workload's draws stay as they were
 
     def _roll(self) -> float:
         with self._lock:
@@ -327,6 +333,8 @@ class Workload:
         status = "success"
         try:
             with self._workflow(agent), self.meter.agent_run(agent, conversation_id=conversation) as run:
+                with self._lock:
+                    run.set_attribute(TENANT_ATTRIBUTE, self._tenants.choice(TENANTS))
                 question = f"help me with my {agent} question " * 5
                 run.record_input(question)
                 answer = self._steps(agent, profile, question, run)
@@ -452,7 +460,8 @@ def run_demo(
     judge = spanmeter.LLMJudge(base_url=llm.base_url, model="gpt-4o-mini", timeout=10.0)
     try:
         meter = spanmeter.configure(service_name="spanmeter-demo", host=host, port=port,
-                                    evaluator=spanmeter.Evaluator(judge, sample_rate=JUDGE_SHARE))  # fmt: skip
+                                    evaluator=spanmeter.Evaluator(judge, sample_rate=JUDGE_SHARE),
+                                    attribution={"tenant": TENANT_ATTRIBUTE})  # fmt: skip
     except Exception:
         llm.stop()
         raise

@@ -95,7 +95,7 @@ class SpanmeterProcessor(SpanProcessor):
     """
 
     def __init__(self, state: State | None = None, *, max_open_spans: int = 100_000, pricer=None, evaluator=None,
-                 reconcile_window: float = 1.0, max_backlog: int = MAX_BACKLOG):  # fmt: skip
+                 reconcile_window: float = 1.0, max_backlog: int = MAX_BACKLOG, attribution=None):  # fmt: skip
         if not isinstance(max_open_spans, int) or max_open_spans < 2:
             raise ValueError(f"max_open_spans must be an int >= 2, got {max_open_spans!r}")
         if not isinstance(reconcile_window, (int, float)) or not 0 <= reconcile_window <= 60:
@@ -106,6 +106,8 @@ class SpanmeterProcessor(SpanProcessor):
         self.pricer = pricer
         self._price = pricer.price if pricer is not None else None
         self.evaluator = evaluator
+        self.attribution = attribution  # a spanmeter.attribution.Attribution, or None
+        self._baggage = attribution is not None and attribution.baggage_keys is not None
         self._max_open = max_open_spans
         self._window = float(reconcile_window)
         self._max_backlog = max_backlog
@@ -143,6 +145,8 @@ class SpanmeterProcessor(SpanProcessor):
             # Every span gets a node: many frameworks say what a span is only when it ends.
             opened[span.context.span_id] = Node(span, opened.get(parent.span_id) if parent is not None else None,
                                                 kind, attrs, span.name)  # fmt: skip
+            if self._baggage:  # opt-in: attribution labels read from baggage entries
+                opened[span.context.span_id].baggage = self.attribution.capture(parent_context)
             if len(opened) > self._max_open:
                 self._evict()
         except Exception:  # deliberate: instrumentation must never break the app
@@ -248,6 +252,7 @@ class SpanmeterProcessor(SpanProcessor):
             popleft = pending.popleft
             reconciler = self._reconciler
             now = time.monotonic()
+            self.state.tick()  # one clock read per round: the last-touched stamp of the series it updates
             deadline = None if budget is None else now + budget
             for n in range(len(pending)):  # bounded: producers may keep adding
                 if deadline is not None and n % 256 == 255 and time.monotonic() > deadline:
@@ -329,7 +334,7 @@ class SpanmeterProcessor(SpanProcessor):
             tokens = e.record.tokens
             priced = self._price_call(target.record, tokens, e.end, e.attrs)
             series = state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
-                                           priced=priced)  # fmt: skip
+                                           priced=priced, attribution=self._attribution_of(target))  # fmt: skip
             if e.sampled:  # an exemplar links to a trace: only to one the tracer exports
                 exemplars.keep_call(series, None, priced, e.trace_id, e.span_id, e.end)
             ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)
@@ -342,7 +347,8 @@ class SpanmeterProcessor(SpanProcessor):
         tokens = e.tokens
         priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
         series = state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
-                                       ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
+                                       ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage,
+                                       attribution=self._attribution_of(e))  # fmt: skip
         if e.sampled:
             exemplars.keep_call(series, duration if e.call else None, priced, e.trace_id, e.span_id, e.end)
         ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
@@ -396,7 +402,7 @@ class SpanmeterProcessor(SpanProcessor):
         if node is not None and node.is_workflow:
             state.add_workflow_locked(name, record, duration, node)
             return None
-        series = state.add_run_locked(name, record, duration, node)
+        series = state.add_run_locked(name, record, duration, node, self._attribution_of(e))
         if e.sampled:
             exemplars.keep_duration(series, duration, e.trace_id, e.span_id, e.end)
         if node is not None:
@@ -410,6 +416,12 @@ class SpanmeterProcessor(SpanProcessor):
         if e.content is not None:
             return self._span_content(e.content, name, e.trace_id)
         return None
+
+    def _attribution_of(self, e: Entry):
+        """Raw values of the attribution labels for a call or run (None when none is configured)."""
+        if self.attribution is None:
+            return None
+        return self.attribution.values(e.attrs, e.node, _attributes)
 
     def _drops(self, drops, drop) -> None:
         count = self.state.count_locked
