@@ -38,13 +38,14 @@ _RUNS = (c.KIND_AGENT, c.KIND_WORKFLOW)
 class Node:
     """One started span: its parent's node, what it is once known, what its runs counted."""
 
-    __slots__ = ("span", "parent", "kind", "name", "named", "wraps_named", "ended",
+    __slots__ = ("span", "span_id", "parent", "kind", "name", "named", "wraps_named", "ended",
                  "calls", "tools", "tokens", "cost", "total_calls", "total_tools")  # fmt: skip
 
-    def __init__(self, span, parent: Node | None, kind, attributes=None, span_name: str = ""):
-        self.span = span
+    def __init__(self, span, span_id, parent: Node | None, kind, attributes=None):
+        self.span = span  # while it is open (see end()): typing it reads its live attributes
+        self.span_id = span_id
         self.parent = parent
-        self.kind: int | None = None
+        self.kind: int | None = kind
         self.name = None
         self.named = False
         self.wraps_named = False
@@ -55,8 +56,17 @@ class Node:
         self.cost = None  # femto-dollars, once a call below it was priced
         self.total_calls = 0  # everything below it (a workflow's figures)
         self.total_tools = 0
-        if kind is not None:
-            self.type(kind, attributes, span_name)
+        if (kind == _AGENT or kind == _WORKFLOW) and attributes is not None:
+            self.rename(*c.run_name(attributes, kind, span.name))
+
+    def end(self) -> None:
+        """Its span ended: the node no longer keeps the span (and all it holds) alive.
+
+        Nodes wait for aggregation long after their span ended; holding the span there was
+        measured to cost more than the rest of the hot path (benchmarks/overhead.py: the
+        allocator and the garbage collector)."""
+        self.ended = True
+        self.span = None
 
     def type(self, kind: int, attributes, span_name: str = "") -> None:
         """It is a span of ``kind`` (its attributes say so now)."""
@@ -98,7 +108,7 @@ class Node:
             if node.kind is None and attributes_of is not None:
                 _type_open(node, attributes_of)
             if node.kind == _INFERENCE:
-                return node.span.context.span_id if node.span is not None else None
+                return node.span_id
             if node.kind in _RUNS:
                 return None
             node = node.parent

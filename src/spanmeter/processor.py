@@ -60,7 +60,7 @@ _OPERATION_KINDS = c.OPERATION_KINDS
 _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TOOL, c.KIND_WORKFLOW
 _RUNS = (_AGENT, _WORKFLOW)
 #: Ended spans waiting for aggregation that wake the aggregating thread early.
-WAKE_AT = 1024
+WAKE_AT = 128
 #: Ended spans waiting beyond which new ones are shed (counted, never blocking the app).
 MAX_BACKLOG = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
@@ -137,9 +137,10 @@ class SpanmeterProcessor(SpanProcessor):
             kind = _OPERATION_KINDS.get(op) if op.__class__ is str else c.kind_of(attrs, span.name)
             parent = span.parent
             opened = self._open
+            span_id = span.context.span_id
             # Every span gets a node: many frameworks say what a span is only when it ends.
-            opened[span.context.span_id] = Node(span, opened.get(parent.span_id) if parent is not None else None,
-                                                kind, attrs, span.name)  # fmt: skip
+            opened[span_id] = Node(span, span_id, opened.get(parent.span_id) if parent is not None else None,
+                                   kind, attrs)  # fmt: skip
             if len(opened) > self._max_open:
                 self._evict()
         except Exception:  # deliberate: instrumentation must never break the app
@@ -160,7 +161,7 @@ class SpanmeterProcessor(SpanProcessor):
                 name = span.name
                 kind = c.kind_of(attrs, name)
             if node is not None:
-                node.ended = True
+                node.end()
             if kind is None:
                 return
             if name is None and kind != _INFERENCE:
