@@ -246,17 +246,19 @@ class SpanmeterProcessor(SpanProcessor):
             reconciler = self._reconciler
             now = time.monotonic()
             deadline = None if budget is None else now + budget
+            entry_of, add = self._entry, reconciler.add
             for n in range(len(pending)):  # bounded: producers may keep adding
                 if deadline is not None and n % 256 == 255 and time.monotonic() > deadline:
                     break
                 item = popleft()
                 try:
-                    entry = self._entry(item)
-                    if entry.node is not None and entry.record.kind == _INFERENCE:
-                        outer = entry.node.inference_above(_attributes)
+                    entry = entry_of(item)
+                    node = entry.node
+                    if node is not None and item[1] == _INFERENCE:
+                        outer = node.inference_above(_attributes)
                         if outer is not None:
                             entry.outers = (outer,)
-                    reconciler.add(entry, now)
+                    add(entry, now)
                 except Exception:  # deliberate: one bad span must not cost the others
                     self._fault()
             released = reconciler.release(now, flush, final)
@@ -325,13 +327,24 @@ class SpanmeterProcessor(SpanProcessor):
         if agent is None:
             agent = ancestry.agent_of(e.node, _attributes)
         e.agent = agent
-        duration, drop = _duration(e.start, e.end)
+        start, end = e.start, e.end
+        if start.__class__ is int and end.__class__ is int and start <= end:  # _duration's common case
+            duration, drop = (end - start) / 1e9, None
+        else:
+            duration, drop = _duration(start, end)
         tokens = e.tokens
-        priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
-        state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
+        priced = self._price_call(record, tokens, end, e.attrs) if e.price_it else None
+        call = e.call
+        state.add_call_locked(agent, record, tokens, call=call, duration=duration,
                               ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage)  # fmt: skip
-        ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
-        self._drops(record.drops, drop)
+        node = e.node
+        if node is not None:
+            i, o = tokens[0], tokens[1]
+            femto = priced[0] if priced is not None and priced is not UNPRICED else None
+            ancestry.charge_call(node, (i or 0) + (o or 0), femto, count=call)
+        drops = record.drops
+        if drops or drop is not None:
+            self._drops(drops, drop)
 
     def _price_call(self, record, tokens, end, attrs):
         if self._price is None:
