@@ -304,10 +304,12 @@ class Reconciler:
         out = []
         while held and (flush or held[0].arrival <= cutoff or len(held) > self.max_entries):
             e = held.popleft()
-            self._unindex(e)
+            record = e.record
+            if e.keys is not None or record.awaits_usage:  # with one scope, spans were never indexed
+                self._unindex(e)
             if e.dead:
                 continue
-            if e.record.kind == _INFERENCE and e.role == 0:
+            if record.kind == _INFERENCE and e.role == 0:
                 self._settle(e, now)
             out.append(e)
         late = self._late
