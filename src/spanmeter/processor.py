@@ -60,7 +60,7 @@ _OPERATION_KINDS = c.OPERATION_KINDS
 _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TOOL, c.KIND_WORKFLOW
 _RUNS = (_AGENT, _WORKFLOW)
 #: Ended spans waiting for aggregation that wake the aggregating thread early.
-WAKE_AT = 128
+WAKE_AT = 256
 #: Ended spans waiting beyond which new ones are shed (counted, never blocking the app).
 MAX_BACKLOG = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
