@@ -179,3 +179,20 @@ def test_a_stopped_processor_ignores_spans(meter, scrape):
     with meter.agent_run("after"):
         pass
     assert scrape().total("agent_requests_total") == 0
+
+
+def test_ended_spans_waiting_for_aggregation_are_not_kept_alive(meter, scrape):
+    """Their ancestry node lets go of the span: only its attributes wait (benchmarks/overhead.py)."""
+    import weakref
+
+    tracer = meter.tracer_provider.get_tracer("t")
+    agent = _start(tracer, "invoke_agent rag", {**AGENT, "gen_ai.agent.name": "rag"})
+    chat = _start(tracer, "chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                     "gen_ai.usage.input_tokens": 40, "gen_ai.usage.output_tokens": 2}, agent)  # fmt: skip
+    chat.end()
+    ended = weakref.ref(chat)
+    del chat  # freed at once (no cycle): checked before the aggregator's first round, a second away
+    assert ended() is None
+    assert meter.processor.pending_spans == 1  # it still waits for aggregation
+    agent.end()
+    assert scrape().value("agent_tokens_per_run_sum", agent_name="rag") == 42
