@@ -12,8 +12,9 @@ an agent run or is itself a GenAI span, remembers its node by span id (a diction
 few numbers (a deque append). Nothing else runs there, and nothing there waits for a lock
 that aggregation holds: when more than ``max_backlog`` ended spans wait, new ones are shed
 and counted in ``spanmeter_spans_shed_total{reason="backlog"}`` (the application is never
-blocked instead). Whole ended spans are never queued: keeping them alive until a batch ran
-was measured to double the total cost, through the allocator and the garbage collector.
+blocked instead). Whole ended spans are never queued, nor kept by their ancestry node
+(:meth:`spanmeter.ancestry.Node.end`): keeping them alive until a batch ran was measured to
+double the total cost, through the allocator and the garbage collector.
 Neither method ever raises into the application: a broad catch counts the error in
 ``spanmeter_processor_errors_total`` and logs it at most once a minute. After
 ``os.fork()`` the child starts with an empty queue and its own thread.
