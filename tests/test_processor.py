@@ -197,3 +197,20 @@ def test_main_agent_names_the_calls_and_tools_no_agent_span_encloses(meter, scra
     assert s.value("agent_tool_calls_total", agent_name="concierge", tool_name="search", status="success") == 1
     assert not s.label_sets("agent_requests_total") or {x["agent_name"] for x in s.label_sets("agent_requests_total")
                                                         } == {"billing"}  # no phantom run of the main agent
+
+
+def test_ended_spans_waiting_for_aggregation_are_not_kept_alive(meter, scrape):
+    """Their ancestry node lets go of the span: only its attributes wait (benchmarks/overhead.py)."""
+    import weakref
+
+    tracer = meter.tracer_provider.get_tracer("t")
+    agent = _start(tracer, "invoke_agent rag", {**AGENT, "gen_ai.agent.name": "rag"})
+    chat = _start(tracer, "chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                     "gen_ai.usage.input_tokens": 40, "gen_ai.usage.output_tokens": 2}, agent)  # fmt: skip
+    chat.end()
+    ended = weakref.ref(chat)
+    del chat  # freed at once (no cycle): checked before the aggregator's first round, a second away
+    assert ended() is None
+    assert meter.processor.pending_spans == 1  # it still waits for aggregation
+    agent.end()
+    assert scrape().value("agent_tokens_per_run_sum", agent_name="rag") == 42

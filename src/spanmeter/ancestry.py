@@ -38,13 +38,14 @@ _RUNS = (c.KIND_AGENT, c.KIND_WORKFLOW)
 class Node:
     """One started span: its parent's node, what it is once known, what its runs counted."""
 
-    __slots__ = ("span", "parent", "kind", "name", "named", "wraps_named", "ended",
-                 "calls", "tools", "tokens", "cost", "total_calls", "total_tools", "baggage")  # fmt: skip
+    __slots__ = ("span", "span_id", "parent", "kind", "name", "named", "wraps_named", "ended",
+                 "calls", "tools", "tokens", "cost", "total_calls", "total_tools", "baggage", "final")  # fmt: skip
 
-    def __init__(self, span, parent: Node | None, kind, attributes=None, span_name: str = ""):
-        self.span = span
+    def __init__(self, span, span_id, parent: Node | None, kind, attributes=None):
+        self.span = span  # while it is open (see end()): typing it reads its live attributes
+        self.span_id = span_id
         self.parent = parent
-        self.kind: int | None = None
+        self.kind: int | None = kind
         self.name = None
         self.named = False
         self.wraps_named = False
@@ -56,8 +57,20 @@ class Node:
         self.total_calls = 0  # everything below it (a workflow's figures)
         self.total_tools = 0
         self.baggage = None  # attribution's baggage entries, captured at start (spanmeter.attribution)
-        if kind is not None:
-            self.type(kind, attributes, span_name)
+        self.final = None  # its final attributes, kept after it ended only for attribution (see end())
+        if (kind == _AGENT or kind == _WORKFLOW) and attributes is not None:
+            self.rename(*c.run_name(attributes, kind, span.name))
+
+    def end(self, attributes=None) -> None:
+        """Its span ended: the node no longer keeps the span (and all it holds) alive.
+
+        Nodes wait for aggregation long after their span ended; holding the span there was
+        measured to cost more than the rest of the hot path (benchmarks/overhead.py: the
+        allocator and the garbage collector). ``attributes``: the span's final attribute dict,
+        kept when attribution labels read span attributes (inherited by the calls below it)."""
+        self.ended = True
+        self.span = None
+        self.final = attributes
 
     def type(self, kind: int, attributes, span_name: str = "") -> None:
         """It is a span of ``kind`` (its attributes say so now)."""
@@ -99,7 +112,7 @@ class Node:
             if node.kind is None and attributes_of is not None:
                 _type_open(node, attributes_of)
             if node.kind == _INFERENCE:
-                return node.span.context.span_id if node.span is not None else None
+                return node.span_id
             if node.kind in _RUNS:
                 return None
             node = node.parent
@@ -135,8 +148,9 @@ def inherited(node: Node, key: str, attributes_of):
     labels are inherited down the run like the agent name)."""
     node = node.parent
     while node is not None:
-        if node.span is not None:
-            value = attributes_of(node.span).get(key)
+        attributes = attributes_of(node.span) if node.span is not None else node.final
+        if attributes is not None:
+            value = attributes.get(key)
             if value is not None:
                 return value
         node = node.parent

@@ -112,6 +112,8 @@ class Attribution:
         self.labels = tuple(s.label for s in sources)
         #: Baggage keys to capture when a span starts (None: no baggage source).
         self.baggage_keys = tuple(s.key for s in sources if s.where == BAGGAGE) or None
+        #: Whether a label reads span attributes (inherited from spans that may have ended).
+        self.reads_spans = any(s.where == SPAN for s in sources)
         self._resource: Mapping = {}
 
     def bind_resource(self, resource) -> None:

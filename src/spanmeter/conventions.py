@@ -416,13 +416,17 @@ def _read_inference(get, op, error_type, edrop) -> Record:
     if cr is None:
         cr = get(CACHE_READ_TOKENS_OLD)
     cw = get(CACHE_WRITE_TOKENS)
-    if cw is None:
-        cw = _first(get, CACHE_WRITE_TOKENS_NEXT, CACHE_WRITE_TOKENS_OLD)
+    if cw is None:  # the fallbacks, without _first's call: most spans have neither (overhead.py)
+        cw = get(CACHE_WRITE_TOKENS_NEXT)
+        if cw is None:
+            cw = get(CACHE_WRITE_TOKENS_OLD)
     rs = get(REASONING_TOKENS)
     if rs is None:
         rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS, THOUGHTS_TOKENS_DETAILS)
         if rs is None:
-            rs = _raw_reasoning(get(USAGE_RAW))
+            raw = get(USAGE_RAW)
+            if raw is not None:
+                rs = _raw_reasoning(raw)
     provider = get(PROVIDER_NAME) or get(SYSTEM)
     (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs), _excludes_cache(get, provider))
     drops = _with(drops, edrop)

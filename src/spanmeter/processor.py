@@ -12,8 +12,9 @@ an agent run or is itself a GenAI span, remembers its node by span id (a diction
 few numbers (a deque append). Nothing else runs there, and nothing there waits for a lock
 that aggregation holds: when more than ``max_backlog`` ended spans wait, new ones are shed
 and counted in ``spanmeter_spans_shed_total{reason="backlog"}`` (the application is never
-blocked instead). Whole ended spans are never queued: keeping them alive until a batch ran
-was measured to double the total cost, through the allocator and the garbage collector.
+blocked instead). Whole ended spans are never queued, nor kept by their ancestry node
+(:meth:`spanmeter.ancestry.Node.end`): keeping them alive until a batch ran was measured to
+double the total cost, through the allocator and the garbage collector.
 Neither method ever raises into the application: a broad catch counts the error in
 ``spanmeter_processor_errors_total`` and logs it at most once a minute. After
 ``os.fork()`` the child starts with an empty queue and its own thread.
@@ -62,7 +63,7 @@ _OPERATION_KINDS = c.OPERATION_KINDS
 _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TOOL, c.KIND_WORKFLOW
 _RUNS = (_AGENT, _WORKFLOW)
 #: Ended spans waiting for aggregation that wake the aggregating thread early.
-WAKE_AT = 1024
+WAKE_AT = 256
 #: Ended spans waiting beyond which new ones are shed (counted, never blocking the app).
 MAX_BACKLOG = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
@@ -108,6 +109,8 @@ class SpanmeterProcessor(SpanProcessor):
         self.evaluator = evaluator
         self.attribution = attribution  # a spanmeter.attribution.Attribution, or None
         self._baggage = attribution is not None and attribution.baggage_keys is not None
+        # ended spans' attributes stay with their nodes only when calls below inherit them
+        self._keep_final = attribution is not None and attribution.reads_spans
         self._max_open = max_open_spans
         self._window = float(reconcile_window)
         self._max_backlog = max_backlog
@@ -142,11 +145,12 @@ class SpanmeterProcessor(SpanProcessor):
             kind = _OPERATION_KINDS.get(op) if op.__class__ is str else c.kind_of(attrs, span.name)
             parent = span.parent
             opened = self._open
+            span_id = span.context.span_id
             # Every span gets a node: many frameworks say what a span is only when it ends.
-            opened[span.context.span_id] = Node(span, opened.get(parent.span_id) if parent is not None else None,
-                                                kind, attrs, span.name)  # fmt: skip
+            opened[span_id] = Node(span, span_id, opened.get(parent.span_id) if parent is not None else None,
+                                   kind, attrs)  # fmt: skip
             if self._baggage:  # opt-in: attribution labels read from baggage entries
-                opened[span.context.span_id].baggage = self.attribution.capture(parent_context)
+                opened[span_id].baggage = self.attribution.capture(parent_context)
             if len(opened) > self._max_open:
                 self._evict()
         except Exception:  # deliberate: instrumentation must never break the app
@@ -167,7 +171,7 @@ class SpanmeterProcessor(SpanProcessor):
                 name = span.name
                 kind = c.kind_of(attrs, name)
             if node is not None:
-                node.ended = True
+                node.end(attrs if self._keep_final else None)
             if kind is None:
                 return
             if name is None and kind != _INFERENCE:
@@ -254,17 +258,19 @@ class SpanmeterProcessor(SpanProcessor):
             now = time.monotonic()
             self.state.tick()  # one clock read per round: the last-touched stamp of the series it updates
             deadline = None if budget is None else now + budget
+            entry_of, add = self._entry, reconciler.add
             for n in range(len(pending)):  # bounded: producers may keep adding
                 if deadline is not None and n % 256 == 255 and time.monotonic() > deadline:
                     break
                 item = popleft()
                 try:
-                    entry = self._entry(item)
-                    if entry.node is not None and entry.record.kind == _INFERENCE:
-                        outer = entry.node.inference_above(_attributes)
+                    entry = entry_of(item)
+                    node = entry.node
+                    if node is not None and item[1] == _INFERENCE:
+                        outer = node.inference_above(_attributes)
                         if outer is not None:
                             entry.outers = (outer,)
-                    reconciler.add(entry, now)
+                    add(entry, now)
                 except Exception:  # deliberate: one bad span must not cost the others
                     self._fault()
             released = reconciler.release(now, flush, final)
@@ -343,16 +349,27 @@ class SpanmeterProcessor(SpanProcessor):
         if agent is None:
             agent = _agent_of(e.node, record)
         e.agent = agent
-        duration, drop = _duration(e.start, e.end)
+        start, end = e.start, e.end
+        if start.__class__ is int and end.__class__ is int and start <= end:  # _duration's common case
+            duration, drop = (end - start) / 1e9, None
+        else:
+            duration, drop = _duration(start, end)
         tokens = e.tokens
-        priced = self._price_call(record, tokens, e.end, e.attrs) if e.price_it else None
-        series = state.add_call_locked(agent, record, tokens, call=e.call, duration=duration,
+        priced = self._price_call(record, tokens, end, e.attrs) if e.price_it else None
+        call = e.call
+        series = state.add_call_locked(agent, record, tokens, call=call, duration=duration,
                                        ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage,
                                        attribution=self._attribution_of(e))  # fmt: skip
         if e.sampled:
-            exemplars.keep_call(series, duration if e.call else None, priced, e.trace_id, e.span_id, e.end)
-        ancestry.charge_call(e.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=e.call)
-        self._drops(record.drops, drop)
+            exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
+        node = e.node
+        if node is not None:
+            i, o = tokens[0], tokens[1]
+            femto = priced[0] if priced is not None and priced is not UNPRICED else None
+            ancestry.charge_call(node, (i or 0) + (o or 0), femto, count=call)
+        drops = record.drops
+        if drops or drop is not None:
+            self._drops(drops, drop)
         self.events.saw_locked(state, e.span_id, agent, record)
 
     def _price_call(self, record, tokens, end, attrs):

@@ -4,7 +4,7 @@ Ended spans wait here ``window`` seconds (1 by default) before they are aggregat
 order they ended; identity is decided while they wait. They wait, and rule 2 scans for
 partners, only once inference spans of two instrumentation scopes or more were seen in the
 process: with one instrumentation nothing can pair across scopes (rules 1 and 3 need no
-wait), and spans are aggregated at once. Rules (stated once here and in the
+wait), and spans are aggregated at once, unindexed. Rules (stated once here and in the
 README):
 
 1. **Nested**: an inference span that encloses others (a framework's LLM span around an SDK
@@ -150,6 +150,8 @@ class Reconciler:
         if record.kind == _INFERENCE:
             if entry.scope not in self._scopes and len(self._scopes) < 64:
                 self._scopes.add(entry.scope)
+                if len(self._scopes) == 2:
+                    self._index_held()
             for outer in entry.outers:  # set by the caller: the inference span it is nested in
                 self._enclosing.add(outer)
             if entry.span_id in self._enclosing:
@@ -160,11 +162,26 @@ class Reconciler:
                     return
             elif record.awaits_usage:
                 self._awaiting.setdefault(entry.scope, deque()).append(entry)
-            elif self._pair(entry):
+            elif len(self._scopes) > 1 and self._pair(entry):
                 return
             if len(self._enclosing) > self.max_entries:  # enclosing spans that never ended
                 self._enclosing.clear()
         self._held.append(entry)
+
+    def _index_held(self) -> None:
+        """A second scope appeared: index the spans that waited unindexed until now.
+
+        With one scope nothing can pair (rule 2 needs two), so spans are indexed only from
+        here on; those still held are indexed now, in arrival order, as :meth:`_pair` would
+        have done (none of them could pair with another: they share their scope).
+        """
+        for e in self._held:
+            record = e.record
+            # the spans add() handed to _pair: not wrappers, usage spans or awaiting calls
+            # (``completed`` marks an awaiting call its usage completed since)
+            if (record.kind == _INFERENCE and not e.dead and not e.wrapper and e.role == 0 and e.keys is None
+                    and not e.completed and not record.usage_only and not record.awaits_usage):  # fmt: skip
+                self._pair(e)
 
     def _pair(self, e: Entry) -> bool:
         """Rule 2: merge ``e`` into a waiting span of the same call; True when it was."""
@@ -289,10 +306,12 @@ class Reconciler:
         out = []
         while held and (flush or held[0].arrival <= cutoff or len(held) > self.max_entries):
             e = held.popleft()
-            self._unindex(e)
+            record = e.record
+            if e.keys is not None or record.awaits_usage:  # with one scope, spans were never indexed
+                self._unindex(e)
             if e.dead:
                 continue
-            if e.record.kind == _INFERENCE and e.role == 0:
+            if record.kind == _INFERENCE and e.role == 0:
                 self._settle(e, now)
             out.append(e)
         late = self._late
