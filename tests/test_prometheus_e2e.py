@@ -108,6 +108,10 @@ def run_round(meter, number: int) -> None:
         for tool, secs, err in tools:
             attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}
             span, at = _span(tracer, f"execute_tool {tool}", attrs, at, secs, err, ctx)
+            # the policy's decision before the tool ran (the conventions' event): refunds wait for a human
+            outcome = "require_approval" if tool == "issue_refund" else "allow"
+            span.add_event("gen_ai.tool.call.decision", {"gen_ai.tool.call.decision.outcome": outcome,
+                                                         "gen_ai.tool.name": tool})  # fmt: skip
             span.end(end_time=at)
         run.end(end_time=run_end)
     workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "nightly_digest"}
@@ -142,6 +146,9 @@ EXPECTED_TOTALS = {
     'sum(agent_token_usage_total{token_type="cache_write"})': _count(lambda r: sum(c[5] for c in r[3])),
     'sum(agent_token_usage_total{token_type="reasoning"})': _count(lambda r: sum(c[6] for c in r[3])),
     "sum(agent_tool_calls_total)": _count(lambda r: len(r[4])),
+    'sum(agent_tool_call_decisions_total{decision="require_approval", tool_name="issue_refund"})':
+        _count(lambda r: sum(t[0] == "issue_refund" for t in r[4])),
+    'sum(agent_tool_call_decisions_total{decision="allow"})': _count(lambda r: sum(t[0] != "issue_refund" for t in r[4])),
     'sum(agent_tool_calls_total{status="error"})': _count(lambda r: sum(t[2] == "RuntimeError" for t in r[4])),
     'sum(agent_tool_calls_total{status="timeout"})': _count(lambda r: sum(t[2] == "timeout" for t in r[4])),
     'sum(gen_ai_client_inference_duration_seconds_count{error_type="rate_limit_exceeded"})':

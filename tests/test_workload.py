@@ -133,6 +133,8 @@ def test_every_catalogue_metric_is_exposed_with_its_name_type_and_labels(meter, 
         "gen_ai.usage.input_tokens": 20, "gen_ai.usage.output_tokens": 30, "gen_ai.request.stream": True,
         "gen_ai.response.time_to_first_chunk": 0.2, "gen_ai.response.finish_reasons": ("stop",),
     }).end(end_time=t0 + 10**9)  # fmt: skip
+    with meter.agent_run("support"), meter.tool_call("refund") as refund:
+        refund.record_decision("require_approval")  # the conventions' gen_ai.tool.call.decision event
     workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "triage"}
     with meter.tracer_provider.get_tracer("app").start_as_current_span("invoke_workflow triage", attributes=workflow):
         with meter.agent_run("triage_agent"):  # a workflow: agent runs coordinated by one span

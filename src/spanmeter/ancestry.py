@@ -146,14 +146,14 @@ def agent_of(node: Node | None, attributes_of=None):
 def inherited(node: Node, key: str, attributes_of):
     """Attribute ``key`` of the nearest span above ``node`` that has it, or None (attribution
     labels are inherited down the run like the agent name)."""
-    node = node.parent
-    while node is not None:
-        attributes = attributes_of(node.span) if node.span is not None else node.final
+    above = node.parent
+    while above is not None:
+        attributes = attributes_of(above.span) if above.span is not None else above.final
         if attributes is not None:
             value = attributes.get(key)
             if value is not None:
                 return value
-        node = node.parent
+        above = above.parent
     return None
 
 

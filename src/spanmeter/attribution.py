@@ -123,7 +123,7 @@ class Attribution:
     def capture(self, context) -> dict | None:
         """The configured baggage entries of ``context`` (the context a span starts in)."""
         entries = _baggage.get_all(context)
-        if not entries:
+        if not entries or self.baggage_keys is None:
             return None
         return {k: entries[k] for k in self.baggage_keys if k in entries} or None
 

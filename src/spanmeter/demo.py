@@ -316,6 +316,7 @@ class Workload:
         self._conversations: dict[str, tuple[str, int]] = {}  # id -> (agent, turns)
         self._busy: set[str] = set()  # conversations in a turn now
         self._tenants = random.Random(seed + 1)  # its own: the workload's draws stay as they were
+        self._approvals = random.Random(seed + 2)  # the same for tool-call decisions
 
     def _roll(self) -> float:
         with self._lock:
@@ -404,8 +405,12 @@ class Workload:
             return response["choices"][0]["message"]["content"]
 
     def _tool(self, tool: str, profile: ToolProfile) -> None:
-        with self.meter.tool_call(tool, tool_type="function"):
+        with self.meter.tool_call(tool, tool_type="function") as call:
             self.tally.add(tool_calls=1)
+            # a policy decides before the tool runs: a few calls wait for a human's approval
+            with self._lock:
+                approval = self._approvals.random() < 0.05
+            call.record_decision("require_approval" if approval else "allow")
             roll = self._roll()
             if roll < profile.timeout_share:
                 time.sleep(TOOL_TIMEOUT * self.time_scale)

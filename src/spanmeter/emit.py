@@ -181,6 +181,19 @@ class ToolCall(SpanHandle):
 
     __slots__ = ()
 
+    def record_decision(self, outcome: str) -> None:
+        """The decision taken before the tool ran: ``allow``, ``deny`` or ``require_approval``.
+
+        Written as the conventions' ``gen_ai.tool.call.decision`` event on the tool span and
+        counted in ``agent_tool_call_decisions_total``; another outcome is counted as a dropped
+        value, never raised.
+        """
+        attributes = {c.TOOL_CALL_DECISION_OUTCOME: outcome}
+        tool = self.span.attributes.get(c.TOOL_NAME) if self.span.attributes is not None else None
+        if tool is not None:
+            attributes[c.TOOL_NAME] = tool
+        self.span.add_event(c.TOOL_CALL_DECISION, attributes)
+
 
 class _Scope:
     """One span per use, as ``with``, ``async with`` or decorator."""
