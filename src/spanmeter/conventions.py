@@ -368,6 +368,18 @@ def _first(get, *keys):
     return None
 
 
+#: Keys an inference span (``gen_ai.operation.name`` set) is read for only in rare cases:
+#: older names and fallbacks, other libraries' fields, modality splits, costs, main agent.
+#: A span with none of them is read without looking each up (see :func:`_read_inference`);
+#: every key :func:`_read_inference` reads beyond the common ones must be listed here.
+_RARE_INFERENCE_KEYS = frozenset((
+    PROMPT_TOKENS_OLD, COMPLETION_TOKENS_OLD, CACHE_READ_TOKENS_OLD, CACHE_WRITE_TOKENS_NEXT,
+    CACHE_WRITE_TOKENS_OLD, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS, THOUGHTS_TOKENS_DETAILS, USAGE_RAW,
+    SYSTEM, TELEMETRY_SDK_NAME, LOGFIRE_SPAN_TYPE, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT, COST_AMOUNT,
+    COST_CURRENCY, MAIN_AGENT_NAME, MAIN_AGENT_NAME_MS, RESPONSE_FINISH_REASON_SINGULAR, *MODALITY_TOKEN_ATTRIBUTES,
+))  # fmt: skip
+
+
 def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
     """The :class:`Record` of a span of ``kind`` (from :func:`kind_of`).
 
@@ -380,12 +392,16 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
     op = get(OPERATION_NAME)
     if op.__class__ is not str and get(OI_SPAN_KIND).__class__ is str:
         return _read_openinference(get, attributes, kind, failed, name)
-    error_type, edrop = _error_type(get(ERROR_TYPE), failed)
+    error_type = get(ERROR_TYPE)
+    if error_type is None:  # the common case, without _error_type's call
+        error_type, edrop = (ERROR_OTHER if failed else None), None
+    else:
+        error_type, edrop = _error_type(error_type, failed)
     if op.__class__ is not str:  # Traceloop kinds, old OpenLLMetry, old pydantic-ai
         op = LLM_REQUEST_TYPES.get(get(LLM_REQUEST_TYPE)) if kind == KIND_INFERENCE else None
         op = op or _OPERATION_OF_KIND[kind]
     if kind == KIND_INFERENCE:
-        return _read_inference(get, op, error_type, edrop)
+        return _read_inference(get, op, error_type, edrop, not _RARE_INFERENCE_KEYS.isdisjoint(attributes))
     if kind == KIND_TOOL:
         tool = get(TOOL_NAME)
         if tool is None:
@@ -404,36 +420,58 @@ def read(attributes, kind: int, failed: bool, name: str = "") -> Record:
                   key(get(AGENT_ID)))  # fmt: skip
 
 
-def _read_inference(get, op, error_type, edrop) -> Record:
+def _read_inference(get, op, error_type, edrop, rare: bool = True) -> Record:
+    # ``rare`` is False when the span has none of _RARE_INFERENCE_KEYS: every lookup of
+    # one would give None, so they are skipped (one set test instead of ~30 lookups).
     response_model = get(RESPONSE_MODEL)
     i = get(INPUT_TOKENS)
-    if i is None:
-        i = get(PROMPT_TOKENS_OLD)
     o = get(OUTPUT_TOKENS)
-    if o is None:
-        o = get(COMPLETION_TOKENS_OLD)
     cr = get(CACHE_READ_TOKENS)
-    if cr is None:
-        cr = get(CACHE_READ_TOKENS_OLD)
     cw = get(CACHE_WRITE_TOKENS)
-    if cw is None:  # the fallbacks, without _first's call: most spans have neither (overhead.py)
-        cw = get(CACHE_WRITE_TOKENS_NEXT)
-        if cw is None:
-            cw = get(CACHE_WRITE_TOKENS_OLD)
     rs = get(REASONING_TOKENS)
-    if rs is None:
-        rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS, THOUGHTS_TOKENS_DETAILS)
+    provider = get(PROVIDER_NAME)
+    if rare:
+        if i is None:
+            i = get(PROMPT_TOKENS_OLD)
+        if o is None:
+            o = get(COMPLETION_TOKENS_OLD)
+        if cr is None:
+            cr = get(CACHE_READ_TOKENS_OLD)
+        if cw is None:
+            cw = get(CACHE_WRITE_TOKENS_NEXT)
+            if cw is None:
+                cw = get(CACHE_WRITE_TOKENS_OLD)
         if rs is None:
-            raw = get(USAGE_RAW)
-            if raw is not None:
-                rs = _raw_reasoning(raw)
-    provider = get(PROVIDER_NAME) or get(SYSTEM)
-    (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs), _excludes_cache(get, provider))
-    drops = _with(drops, edrop)
+            rs = _first(get, REASONING_TOKENS_FLAT, REASONING_TOKENS_DETAILS, THOUGHTS_TOKENS_DETAILS)
+            if rs is None:
+                raw = get(USAGE_RAW)
+                if raw is not None:
+                    rs = _raw_reasoning(raw)
+        provider = provider or get(SYSTEM)
+        (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs), _excludes_cache(get, provider))
+    else:
+        provider = provider or None
+        drops = None
+        for t in (i, o, cr, cw, rs):  # _usage's test, inlined: most spans' counts are plain ints
+            if t is not None and not (t.__class__ is int and 0 <= t <= MAX_TOKENS):
+                (i, o, cr, cw, rs), drops = _usage((i, o, cr, cw, rs))
+                break
+        else:
+            if i is not None and (cr or cw) and i < (cr or 0) + (cw or 0):
+                i += (cr or 0) + (cw or 0)
+    if edrop is not None:
+        drops = (drops or []) + [edrop]
     ttfc = get(TIME_TO_FIRST_CHUNK)
     if ttfc is not None and not (ttfc.__class__ in (int, float) and 0 <= ttfc < 1e6):
         drops = (drops or []) + [("time_to_first_chunk", "out_of_range")]
         ttfc = None
+    agent = get(AGENT_NAME)
+    reasons = get(RESPONSE_FINISH_REASONS)
+    if not rare:
+        return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
+                      response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
+                      drops, ttfc, False, False, False, False, None, None, None, None,
+                      None if reasons is None else finish_reasons(get), None)  # fmt: skip
     usage_only = awaits = False
     span_type = get(LOGFIRE_SPAN_TYPE)
     if span_type is not None:  # Logfire: a stream is a usage-less span, then a log span with the usage
@@ -442,7 +480,8 @@ def _read_inference(get, op, error_type, edrop) -> Record:
         # a streamed call's span has no usage, no response id and no error (others have some)
         awaits = (span_type == "span" and not has_usage and get(RESPONSE_ID) is None and error_type is None
                   and (get(REQUEST_STREAM) is not False))  # fmt: skip
-    agent = _first(get, AGENT_NAME, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
+    if agent is None:
+        agent = _first(get, PYDANTIC_AGENT_NAME, TRACELOOP_LC_AGENT)
     modality, mdrops = modality_usage(get)
     if mdrops:
         drops = (drops or []) + mdrops
