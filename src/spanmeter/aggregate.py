@@ -211,6 +211,10 @@ def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> Non
             counts[n * width + unknown] += total - known
 
 
+_MODALITY_WIDTH = len(MODALITIES)
+_MODALITY_UNKNOWN = len(MODALITIES) - 1
+
+
 class ToolSeries:
     __slots__ = ("dims", "count", "duration")
 
@@ -578,8 +582,17 @@ class State:
         ``attribution``: raw values of the attribution labels (None when none is configured).
         Returns the series.
         """
-        series = self._series(self.model, (agent, record.model, record.provider, record.operation,
-                                           record.response_model, record.error_type, attribution))  # fmt: skip
+        key = (agent, record.model, record.provider, record.operation, record.response_model, record.error_type,
+               attribution)  # fmt: skip
+        table = self.model
+        try:  # _series, inlined: this runs for every inference span
+            series = table.by_raw.get(key)
+        except TypeError:  # an unhashable attribute value
+            series = None
+        if series is None:
+            series = self.series_locked(table, key)
+        elif self.series_ttl is not None:
+            self.touched[series] = self.now
         if call:
             series.count += 1
             if duration is not None:
@@ -589,19 +602,31 @@ class State:
             self.spans_inference.count += 1
         if no_usage:
             self.count_locked("no_usage", (series.dims[1],), no_usage)
-        i, o = tokens[0], tokens[1]
+        i, o, cr, cw, rs = tokens
         if tokens != _NO_TOKENS:
             counts = series.tokens
-            for n, value in enumerate(tokens):
-                if value is not None:
-                    counts[n] += value
             if i is not None:
+                counts[0] += i
                 series.token_input.observe(i)
             if o is not None:
+                counts[1] += o
                 series.token_output.observe(o)
+            if cr is not None:
+                counts[2] += cr
+            if cw is not None:
+                counts[3] += cw
+            if rs is not None:
+                counts[4] += rs
             # a late usage span's split is not on the call's record: all of it is "unknown" then
-            add_modalities(series.modality_tokens, tokens, record.modality_tokens if call else None)
-        if call:
+            split = record.modality_tokens if call else None
+            if split is None:  # add_modalities' common case: all of each total is "unknown"
+                modality = series.modality_tokens
+                for n, total in enumerate(tokens):
+                    if total is not None and total > 0:
+                        modality[n * _MODALITY_WIDTH + _MODALITY_UNKNOWN] += total
+            else:
+                add_modalities(series.modality_tokens, tokens, split)
+        if call and (record.finish_reasons is not None or ttfc is not None):
             self._call_extras_locked(series, record, tokens, duration, ttfc)
         if priced is not None:
             if priced is UNPRICED:

@@ -62,6 +62,8 @@ SPAN_COST_ATTRIBUTES = (c.COST_AMOUNT,) + c.LEGACY_COST_ATTRIBUTES
 SOURCE_SPAN, SOURCE_OVERRIDE, SOURCE_CATALOGUE = "span", "override", "catalogue"
 _PRICED_SOURCES = (SOURCE_OVERRIDE, SOURCE_CATALOGUE)
 _cost_of = c.cost_of
+_COST_AMOUNT = c.COST_AMOUNT
+_LEGACY_1, _LEGACY_2, _LEGACY_3 = c.LEGACY_COST_ATTRIBUTES  # price() tests each without a loop
 #: Returned by :meth:`Pricer.price` for a call with tokens but no known price.
 UNPRICED = "unpriced"
 PRICE_TYPES = ("input", "output", "cache_read", "cache_write")
@@ -427,7 +429,11 @@ class Pricer:
     # --- per span ------------------------------------------------------------------------
     def price(self, provider, model, response_model, tokens, end_ns, attributes):
         """None (nothing to price), :data:`UNPRICED`, or (femto-dollars, source)."""
-        dollars, drop = _cost_of(attributes.get)
+        get = attributes.get
+        if get(_COST_AMOUNT) is None and get(_LEGACY_1) is None and get(_LEGACY_2) is None and get(_LEGACY_3) is None:
+            dollars = drop = None  # cost_of's common case, without its call (this runs for every call)
+        else:
+            dollars, drop = _cost_of(get)
         if dollars is not None:
             # a cost spanmeter itself wrote (its own spans) keeps the source of its price
             source = attributes.get(c.PRICE_SOURCE)
