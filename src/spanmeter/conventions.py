@@ -328,6 +328,7 @@ class Record(NamedTuple):
 
 
 RECORD_FIELDS = Record._fields
+_new_record = tuple.__new__  # a Record from a tuple of all its fields (hot path)
 _TOKEN_FIELDS = tuple(f"{t}_tokens" for t in TOKEN_TYPES)
 
 
@@ -467,11 +468,11 @@ def _read_inference(get, op, error_type, edrop, rare: bool = True) -> Record:
         ttfc = None
     agent = get(AGENT_NAME)
     reasons = get(RESPONSE_FINISH_REASONS)
-    if not rare:
-        return Record(KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
-                      response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o, cr, cw, rs,
-                      drops, ttfc, False, False, False, False, None, None, None, None,
-                      None if reasons is None else finish_reasons(get), None)  # fmt: skip
+    if not rare:  # every field, in order: tuple.__new__ skips Record.__new__'s frame (0.2 us of 1)
+        return _new_record(Record, (KIND_INFERENCE, op, agent, agent is not None, get(REQUEST_MODEL) or response_model,
+                                    response_model, provider, None, None, error_type, None, get(RESPONSE_ID), i, o,
+                                    cr, cw, rs, drops, ttfc, False, False, False, False, None, None, None, None,
+                                    None if reasons is None else finish_reasons(get), None))  # fmt: skip
     usage_only = awaits = False
     span_type = get(LOGFIRE_SPAN_TYPE)
     if span_type is not None:  # Logfire: a stream is a usage-less span, then a log span with the usage

@@ -275,6 +275,7 @@ class SpanmeterProcessor(SpanProcessor):
                     self._fault()
             released = reconciler.release(now, flush, final)
             state = self.state
+            inference = self._inference
             shed = self._shed
             if shed != self._shed_reported:
                 state.count("shed", ("backlog",), shed - self._shed_reported)
@@ -284,6 +285,9 @@ class SpanmeterProcessor(SpanProcessor):
                 with state.lock:
                     for entry in released[start : start + _BATCH]:
                         try:
+                            if entry.record.kind == _INFERENCE:  # most spans: no offer, one frame less
+                                inference(entry)
+                                continue
                             offer = self._aggregate(entry)
                         except Exception:  # deliberate: one bad span must not cost the others
                             self._fault_locked()
@@ -347,7 +351,9 @@ class SpanmeterProcessor(SpanProcessor):
             return
         agent = record.agent
         if agent is None:
-            agent = _agent_of(e.node, record)
+            agent = ancestry.agent_of(e.node, _attributes)
+            if agent is None and record.main_agent is not None:
+                agent = _main_agent(e.node, record)
         e.agent = agent
         start, end = e.start, e.end
         if start.__class__ is int and end.__class__ is int and start <= end:  # _duration's common case
@@ -355,11 +361,12 @@ class SpanmeterProcessor(SpanProcessor):
         else:
             duration, drop = _duration(start, end)
         tokens = e.tokens
-        priced = self._price_call(record, tokens, end, e.attrs) if e.price_it else None
+        priced = self._price_call(record, tokens, end, e.attrs) if e.price_it and self._price is not None else None
         call = e.call
+        attribution = None if self.attribution is None else self._attribution_of(e)
         series = state.add_call_locked(agent, record, tokens, call=call, duration=duration,
                                        ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage,
-                                       attribution=self._attribution_of(e))  # fmt: skip
+                                       attribution=attribution)  # fmt: skip
         if e.sampled:
             exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
         node = e.node
@@ -378,11 +385,13 @@ class SpanmeterProcessor(SpanProcessor):
         if tokens[0] is None and tokens[1] is None and tokens[2] is None and tokens[3] is None:
             return self._price(record.provider, record.model, None, tokens, end, attrs)  # a span cost, if any
         state = self.state
-        model_label = state.guards["model"].admit(record.model, state) if record.model is not None else c.UNKNOWN
-        if model_label == OTHER or (record.model.__class__ is str and len(record.model) > c.MAX_LABEL_LENGTH):
+        guard = state.guards["model"]
+        model = record.model
+        model_label = guard.admit(model, state) if model is not None else c.UNKNOWN
+        if model_label == OTHER or (model.__class__ is str and len(model) > c.MAX_LABEL_LENGTH):
             return UNPRICED  # past the label's limit, or no model name: no catalogue lookup per new name
         response_model = record.response_model
-        if response_model is not None and state.guards["model"].admit(response_model, state) == OTHER:
+        if response_model is not None and guard.admit(response_model, state) == OTHER:
             response_model = None
         return self._price(record.provider, record.model, response_model, tokens, end, attrs)
 
@@ -546,9 +555,15 @@ def _agent_of(node, record):
     """The agent of a call or tool its span does not name: its run's, else, when no run
     encloses it (none was seen), the process's main agent (``gen_ai.main_agent.name``)."""
     agent = ancestry.agent_of(node, _attributes)
-    if agent is None and record.main_agent is not None and (node is None or node.run_above() is None):
-        return record.main_agent
+    if agent is None and record.main_agent is not None:
+        return _main_agent(node, record)
     return agent
+
+
+def _main_agent(node, record):
+    """The main agent of a call or tool no run names (its run's agent was None): the span's
+    ``gen_ai.main_agent.name`` when no run encloses it, else None (a workflow's call)."""
+    return record.main_agent if node is None or node.run_above() is None else None
 
 
 def _femto(priced):
