@@ -225,3 +225,41 @@ def test_an_app_thread_is_never_blocked_by_a_backlog(meter, scrape):
     s = scrape()
     assert s.total("model_inference_calls_total") == 10
     assert s.value("spanmeter_spans_shed_total", reason="backlog") == 15
+
+
+def test_a_second_instrumentation_pairs_with_a_call_of_the_first_that_ended_in_the_same_round(meter, scrape):
+    """With one instrumentation spans are aggregated without waiting; the first span of a
+    second one must still pair with the calls not aggregated yet (the same aggregation round)."""
+    sdk = meter.tracer_provider.get_tracer("opentelemetry.instrumentation.openai_v2")
+    framework = meter.tracer_provider.get_tracer("framework")
+    attrs = {**OPENAI, **USAGE}
+    _start(sdk, "chat gpt-4o-mini", {**attrs, "gen_ai.response.id": "chatcmpl-1"}).end(end_time=T0 + 50 * MS)
+    meter.processor.force_flush()  # one instrumentation so far: aggregated at once
+    at = T0 + 1000 * MS
+    wire = _start(sdk, "chat gpt-4o-mini", {**attrs, "gen_ai.response.id": "chatcmpl-2"}, at=at + MS)
+    outer = _start(framework, "chat gpt-4o-mini", {**attrs, "gen_ai.response.id": "chatcmpl-2"}, at=at,
+                   context=Context())  # fmt: skip
+    wire.end(end_time=at + 40 * MS)
+    outer.end(end_time=at + 60 * MS)
+    s = scrape()
+    assert s.total("model_inference_calls_total") == 2
+    assert s.total("agent_token_usage_total", token_type="input") == 2400
+
+
+def test_a_call_without_usage_completed_by_a_second_instrumentation_in_its_round_is_not_counted_without_usage(
+    meter, scrape
+):
+    sdk = meter.tracer_provider.get_tracer("opentelemetry.instrumentation.openai_v2")
+    framework = meter.tracer_provider.get_tracer("framework")
+    _start(sdk, "chat gpt-4o-mini", {**OPENAI, **USAGE}).end(end_time=T0 + 50 * MS)
+    meter.processor.force_flush()  # one instrumentation so far: aggregated at once
+    at = T0 + 1000 * MS
+    wire = _start(sdk, "chat gpt-4o-mini", {**OPENAI, "gen_ai.response.id": "chatcmpl-9"}, at=at + MS)  # no usage
+    outer = _start(framework, "chat gpt-4o-mini", {**OPENAI, **USAGE, "gen_ai.response.id": "chatcmpl-9"}, at=at,
+                   context=Context())  # fmt: skip
+    wire.end(end_time=at + 40 * MS)
+    outer.end(end_time=at + 60 * MS)
+    s = scrape()
+    assert s.total("model_inference_calls_total") == 2
+    assert s.total("agent_token_usage_total", token_type="input") == 2400
+    assert s.total("spanmeter_inference_without_usage_total") == 0

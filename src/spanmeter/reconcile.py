@@ -139,19 +139,37 @@ class Reconciler:
         self._awaiting: dict = {}  # scope -> deque of calls waiting for their usage (rule 3)
         self._late: deque[Entry] = deque()  # aggregated calls still waiting for their usage
         self._scopes: set = set()  # instrumentation scopes of the inference spans seen (a few)
+        # Spans that needed no decision (one scope, nothing held before them): settled on
+        # arrival and handed out first by the next release(), without waiting in _held.
+        self._passed: list[Entry] = []
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self._held) + len(self._passed)
 
     # --- arrival ---------------------------------------------------------------------------
     def add(self, entry: Entry, now: float) -> None:
         entry.arrival = now
         record = entry.record
+        scopes = self._scopes
         if record.kind == _INFERENCE:
-            if entry.scope not in self._scopes and len(self._scopes) < 64:
-                self._scopes.add(entry.scope)
-                if len(self._scopes) == 2:
+            if entry.scope not in scopes and len(scopes) < 64:
+                scopes.add(entry.scope)
+                if len(scopes) == 2:
+                    if self._passed:  # they may pair with the new scope's spans: they wait too
+                        for e in self._passed:  # unsettled: release() settles them again
+                            e.tokens, e.no_usage = _NO_TOKENS, 0
+                        self._held.extendleft(reversed(self._passed))
+                        self._passed = []
                     self._index_held()
+            elif (len(scopes) == 1 and not self._held and not entry.outers and not record.usage_only
+                  and not record.awaits_usage and entry.span_id not in self._enclosing):  # fmt: skip
+                # one scope and nothing waiting before it: no rule applies, and release()
+                # would hand it out at once (_settle's plain case, inlined)
+                tokens = entry.tokens = record.tokens
+                if tokens[0] is None and tokens[1] is None:
+                    entry.no_usage = 1
+                self._passed.append(entry)
+                return
             for outer in entry.outers:  # set by the caller: the inference span it is nested in
                 self._enclosing.add(outer)
             if entry.span_id in self._enclosing:
@@ -166,6 +184,9 @@ class Reconciler:
                 return
             if len(self._enclosing) > self.max_entries:  # enclosing spans that never ended
                 self._enclosing.clear()
+        elif len(scopes) < 2 and not self._held:  # a run or tool: released at once as long as nothing waits
+            self._passed.append(entry)
+            return
         self._held.append(entry)
 
     def _index_held(self) -> None:
@@ -303,7 +324,8 @@ class Reconciler:
         flush = flush or final
         cutoff = now - (self.window if len(self._scopes) > 1 else 0.0)
         held = self._held
-        out = []
+        out = self._passed  # in arrival order, before every span still held
+        self._passed = []
         while held and (flush or held[0].arrival <= cutoff or len(held) > self.max_entries):
             e = held.popleft()
             record = e.record
