@@ -457,6 +457,10 @@ class Pricer:
                 rates = self._resolve_cached(key, end_ns)
         if rates is UNPRICED:
             return UNPRICED
+        flat = rates.flat
+        if flat is not None and i is not None and i >= (cr or 0) + (cw or 0):  # Rates.cost's common case, inlined
+            cr, cw = cr or 0, cw or 0
+            return (i - cr - cw) * flat[0] + (o or 0) * flat[1] + cr * flat[2] + cw * flat[3], rates.source
         return rates.cost(i, o, cr, cw), rates.source
 
     def _resolve_cached(self, key, end_ns):
