@@ -573,7 +573,7 @@ class State:
             self.touched[series] = self.now
         return series
 
-    def add_call_locked(self, agent, record, tokens, *, call: bool, duration, ttfc, priced, no_usage: int = 0,
+    def add_call_locked(self, agent, record, tokens, call: bool, duration, ttfc, priced, no_usage: int = 0,
                         attribution: tuple | None = None):
         """An inference span: a call (``call``) or only tokens and cost of one counted elsewhere.
 

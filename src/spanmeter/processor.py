@@ -364,9 +364,9 @@ class SpanmeterProcessor(SpanProcessor):
         priced = self._price_call(record, tokens, end, e.attrs) if e.price_it and self._price is not None else None
         call = e.call
         attribution = None if self.attribution is None else self._attribution_of(e)
-        series = state.add_call_locked(agent, record, tokens, call=call, duration=duration,
-                                       ttfc=record.time_to_first_chunk, priced=priced, no_usage=e.no_usage,
-                                       attribution=attribution)  # fmt: skip
+        # positional arguments (call, duration, ttfc, priced, no_usage, attribution): keywords cost 30 ns more
+        series = state.add_call_locked(agent, record, tokens, call, duration, record.time_to_first_chunk, priced,
+                                       e.no_usage, attribution)  # fmt: skip
         if e.sampled:
             exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
         node = e.node
