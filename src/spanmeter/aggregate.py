@@ -211,8 +211,9 @@ def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> Non
             counts[n * width + unknown] += total - known
 
 
-_MODALITY_WIDTH = len(MODALITIES)
-_MODALITY_UNKNOWN = len(MODALITIES) - 1
+# where each token type's "unknown" modality count is in ModelSeries.modality_tokens (TOKEN_TYPES order)
+_UNKNOWN_INPUT, _UNKNOWN_OUTPUT, _UNKNOWN_CACHE_READ, _UNKNOWN_CACHE_WRITE, _UNKNOWN_REASONING = (
+    n * len(MODALITIES) + len(MODALITIES) - 1 for n in range(len(TOKEN_TYPES)))
 
 
 class ToolSeries:
@@ -613,10 +614,22 @@ class State:
             counts = series.tokens
             if i is not None:
                 counts[0] += i
-                series.token_input.observe(i)
+                h = series.token_input  # Hist.observe, inlined (as for the duration above)
+                h.counts[bisect_left(h.bounds, i)] += 1
+                h.total += i
+                if i < h.min:
+                    h.min = i
+                if i > h.max:
+                    h.max = i
             if o is not None:
                 counts[1] += o
-                series.token_output.observe(o)
+                h = series.token_output
+                h.counts[bisect_left(h.bounds, o)] += 1
+                h.total += o
+                if o < h.min:
+                    h.min = o
+                if o > h.max:
+                    h.max = o
             if cr is not None:
                 counts[2] += cr
             if cw is not None:
@@ -625,11 +638,18 @@ class State:
                 counts[4] += rs
             # a late usage span's split is not on the call's record: all of it is "unknown" then
             split = record.modality_tokens if call else None
-            if split is None:  # add_modalities' common case: all of each total is "unknown"
+            if split is None:  # add_modalities' common case: all of each total is "unknown" (unrolled)
                 modality = series.modality_tokens
-                for n, total in enumerate(tokens):
-                    if total is not None and total > 0:
-                        modality[n * _MODALITY_WIDTH + _MODALITY_UNKNOWN] += total
+                if i and i > 0:
+                    modality[_UNKNOWN_INPUT] += i
+                if o and o > 0:
+                    modality[_UNKNOWN_OUTPUT] += o
+                if cr and cr > 0:
+                    modality[_UNKNOWN_CACHE_READ] += cr
+                if cw and cw > 0:
+                    modality[_UNKNOWN_CACHE_WRITE] += cw
+                if rs and rs > 0:
+                    modality[_UNKNOWN_REASONING] += rs
             else:
                 add_modalities(series.modality_tokens, tokens, split)
         if call and (record.finish_reasons is not None or ttfc is not None):
