@@ -777,6 +777,9 @@ class State:
                                 in_use[label].add(value)
                 elif dim in _GUARD_OF_DIM:
                     in_use[_GUARD_OF_DIM[dim]].update(key[i] for key in table.series)
+        # finish reasons are no key: they live in the model series' counts, which still show them
+        for series in self.tables["model"].series.values():
+            in_use["finish_reason"].update(series.finish_reasons)
         for name, guard in self.guards.items():
             guard.values &= in_use[name]
             guard.known = {raw: label for raw, label in guard.known.items() if label in guard.values}
