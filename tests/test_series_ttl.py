@@ -222,3 +222,17 @@ def test_a_sweep_keeps_the_finish_reason_values_live_series_still_show_so_the_la
         produce(state)
     labels = {p.attributes["finish_reason"] for p in points(produce(state), "model_finish_reasons").values()}
     assert len(labels - {"other"}) <= 2, sorted(labels)
+
+
+def test_tool_call_decisions_of_a_retired_tool_expire_like_its_calls():
+    clock, state, provider = stack(ttl=DAY)
+    with emit.agent_run("support", tracer_provider=provider):
+        with emit.tool_call("retired-tool", tracer_provider=provider) as tool:
+            tool.record_decision("require_approval")
+    first = points(produce(state), "agent_tool_call_decisions")
+    assert [p.value for p in first.values()] == [1]
+    clock.t += DAY + HOUR + 1
+    metrics = produce(state)
+    assert points(metrics, "agent_tool_calls") == {}
+    assert points(metrics, "agent_tool_call_decisions") == {}  # gone with the tool's other series
+    assert "retired-tool" not in state.guards["tool"].values  # the label no longer counts toward the limit

@@ -80,7 +80,8 @@ ATTRIBUTION_LABEL_LIMIT = 100
 # Tables whose series expire after ``series_ttl_seconds`` untouched: the ones whose keys
 # come from spans or the application (models, tools, agents come and go); spanmeter's own
 # health series are few and fixed.
-_EXPIRING = ("model", "tool", "agent", "workflow", "conversation", "quality", "evaluations", "no_usage")
+_EXPIRING = ("model", "tool", "agent", "workflow", "conversation", "quality", "evaluations", "no_usage",
+             "tool_decisions")
 
 
 class Hist:
