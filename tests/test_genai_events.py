@@ -146,3 +146,14 @@ def test_a_flush_counts_the_waiting_events_at_once(meter, scrape, logger):
 def test_log_processor_needs_a_running_spanmeter():
     with pytest.raises(spanmeter.ConfigurationError, match="configure"):
         spanmeter.events.log_processor()
+
+
+def test_a_log_event_with_a_map_or_list_response_id_is_counted_never_a_processor_error(meter, scrape, logger):
+    """Log attributes may be maps and lists (OpenTelemetry's AnyValue): a response id of such
+    a type names no call, and must not cost the event or raise in aggregation."""
+    logger.emit(event_name=EVAL, attributes={**evaluation("relevance", 0.5), "gen_ai.response.id": {"id": "x"}})
+    logger.emit(event_name=EVAL, attributes={**evaluation("relevance", 0.7), "gen_ai.response.id": ["a", "b"]})
+    logger.emit(event_name=EVAL, attributes=evaluation("relevance", 0.9))
+    s = scrape()
+    assert s.value("spanmeter_processor_errors_total") == 0
+    assert s.value("agent_evaluation_score_count", agent_name="unknown", metric_type="relevance") == 3

@@ -75,6 +75,8 @@ class EventBook:
         if len(self._waiting) >= MAX_WAITING:
             state.count("drops", ("event", "backlog"))
             return
+        if response_id.__class__ is not str:  # a log attribute may be a map or a list: it names no call
+            response_id = None
         self._waiting.append((span_id, response_id, name, dict(attributes or {}), time.monotonic()))
 
     def saw_locked(self, state, span_id, agent, record) -> None:
@@ -120,7 +122,10 @@ class EventBook:
                     waiting.append(item)
                     continue
                 agent = None
-            record_event_locked(state, agent, name, attributes)
+            try:
+                record_event_locked(state, agent, name, attributes)
+            except Exception:  # deliberate: one malformed event must not cost the others waiting
+                state.count_locked("faults", ())
 
 
 def record_event_locked(state, agent, name: str, attributes) -> None:
