@@ -234,3 +234,17 @@ def test_openinference_audio_token_details_are_the_audio_modality(make):
         metric = f"gen_ai_client_inference_usage_{name}_tokens_total"
         assert s.value(metric, gen_ai_request_model="gpt-4o-audio", gen_ai_token_modality="audio") == audio
         assert s.value(metric, gen_ai_request_model="gpt-4o-audio", gen_ai_token_modality="unknown") == rest
+
+
+@pytest.mark.xfail(strict=True, reason="review: aggregate.add_modalities adds every split part in full, so a "
+                   "split larger than the span's total (a source counting cached input in the split but not in "
+                   "the total) makes the usage counters exceed the call's tokens; proposed: cap the split at the "
+                   "total (hot path, h-perf2's aggregate.py)")
+def test_a_modality_split_larger_than_the_total_never_counts_more_than_the_total(make):
+    instance = make(None)
+    _span(instance, "chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                               "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 1,
+                               "gen_ai.usage.text.input_tokens": 99})  # fmt: skip
+    s = _scrape(instance)
+    assert s.value("agent_token_usage_total", token_type="input", model_id="m") == 10
+    assert s.total("gen_ai_client_inference_usage_input_tokens_total") == 10
