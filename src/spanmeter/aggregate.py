@@ -182,18 +182,22 @@ class ModelSeries:
 
 
 def _by_modality(counts: list[int], n: int) -> dict[str, int]:
-    """Tokens of type ``n`` by modality: the modalities seen, else ``unknown`` (0 included:
-    the conventions record a call without usage as 0 unknown)."""
+    """Tokens of type ``n`` by modality: the modalities seen, and ``unknown`` always (0 included:
+    the conventions record a call without usage as 0 unknown, and a series once exported must
+    not vanish when split tokens arrive)."""
     width = len(MODALITIES)
-    out = {m: v for m, v in zip(MODALITIES, counts[n * width : (n + 1) * width]) if v}
-    return out or {MODALITIES[-1]: 0}
+    row = counts[n * width : (n + 1) * width]
+    out = {m: v for m, v in zip(MODALITIES, row) if v}
+    out[MODALITIES[-1]] = row[-1]
+    return out
 
 
 def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> None:
     """Add one call's ``tokens`` (TOKEN_TYPES order) to ``counts`` by modality.
 
     ``split`` is the span's text/image/audio counts (``conventions.MODALITY_TOKEN_ATTRIBUTES``
-    order) or None; what the split does not cover of a total is ``unknown``, never negative.
+    order) or None; what the split does not cover of a total is ``unknown``, never negative, and
+    a split larger than the total is cut to it (the total is what the other token metrics count).
     """
     width = len(MODALITIES)
     unknown = width - 1
@@ -206,6 +210,7 @@ def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> Non
             for m in range(unknown):
                 part = split[m * types + n]
                 if part:
+                    part = min(part, total - known)
                     counts[n * width + m] += part
                     known += part
         if total > known:
