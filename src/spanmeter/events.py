@@ -93,10 +93,13 @@ class EventBook:
             if len(responses) > MAX_REMEMBERED:
                 for old in list(responses)[: MAX_REMEMBERED // 2]:
                     del responses[old]
-        if record.tool_decision is not None:
+        signals = record.signals
+        if record.tool_decision is not None and not (
+            signals and any(name == c.TOOL_CALL_DECISION for name, _ in signals)
+        ):  # one decision per tool span: its event, when it has one, is the decision
             record_decision_locked(state, agent, record.tool, record.tool_decision)
-        if record.signals:
-            for name, attributes in record.signals:
+        if signals:
+            for name, attributes in signals:
                 record_event_locked(state, agent, name, attributes)
 
     def resolve_locked(self, state, opened: dict, attributes_of, now: float | None = None,
