@@ -59,7 +59,8 @@ subset=(tests/test_compat.py tests/test_processor.py tests/test_config.py tests/
         tests/test_otlp_fork.py tests/test_hostile_input.py tests/test_concurrency.py tests/test_conventions.py
         tests/test_span_fixtures.py tests/test_instrumentations.py tests/test_counted_once.py tests/test_recording.py
         tests/test_conversations.py tests/test_quality.py tests/test_endpoint_security.py tests/test_catalog.py
-        tests/test_adk_live.py)
+        tests/test_adk_live.py tests/test_exemplars.py tests/test_genai_names.py tests/test_genai_events.py
+        tests/test_attribution.py tests/test_series_ttl.py tests/test_cost_attributes.py)
 present=()
 for f in "${subset[@]}"; do [ -f "$f" ] && present+=("$f"); done
 export PATH="$PWD/.venv-lowest/bin:${PATH#"$PWD/.venv/bin:"}"

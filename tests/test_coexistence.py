@@ -256,3 +256,35 @@ def test_a_name_clash_with_any_of_spanmeters_metrics_leaves_spanmeters_copy_out(
     promtool(text)
     assert Scrape(text).total("model_inference_calls_total") == 5  # the app's, alone
     assert meter.reader.deferrals.deferred == {"model_inference_calls": "app"}
+
+
+@pytest.mark.parametrize("order", ["app-first", "spanmeter-first"])
+def test_an_apps_own_prometheus_client_metric_of_the_same_name_leaves_spanmeters_copy_out(order):
+    """An app moving from hand-written prometheus_client metrics (the reference article's
+    Counter("agent_requests", ...)) on the registry spanmeter serves: one family per name."""
+    from prometheus_client import Counter
+
+    registry = CollectorRegistry(auto_describe=True)  # as prometheus_client's default REGISTRY
+
+    def theirs():
+        counter = Counter("agent_requests", "The app's own.", ["agent_name", "status"], registry=registry)
+        counter.labels("support", "success").inc(5)
+
+    if order == "app-first":
+        theirs()
+    meter = spanmeter.setup(registry=registry, tracer_provider=TracerProvider(), start_server=False)
+    if order == "spanmeter-first":
+        theirs()
+    try:
+        with meter.agent_run("support"):
+            with meter.model_call("gpt-4o", provider="openai") as call:
+                call.record_usage(input_tokens=10, output_tokens=5)
+        meter.state.flush()
+        text = generate_latest(registry).decode()
+    finally:
+        meter.shutdown()
+    promtool(text)
+    s = Scrape(text)
+    assert s.total("agent_requests_total") == 5  # the app's, alone
+    assert s.total("model_inference_calls_total") == 1  # spanmeter's other families stay
+    assert meter.reader.deferrals.deferred == {"agent_requests": "prometheus_client"}

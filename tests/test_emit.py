@@ -155,3 +155,27 @@ def test_cancellation_is_recorded_as_a_failure(spans):
     span = _by_name(exporter)["invoke_agent slow"]
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "asyncio.exceptions.CancelledError"
+
+
+@pytest.mark.parametrize("sampler", ["always_off", "no_sdk"])
+def test_record_decision_on_a_span_that_is_not_recorded_never_raises(sampler):
+    """A tool span the sampler dropped (or no SDK at all: the API's no-op tracer) is a
+    NonRecordingSpan without attributes: recording the decision must not fail the tool call."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    from opentelemetry.trace import NoOpTracerProvider
+
+    provider = TracerProvider(sampler=ALWAYS_OFF) if sampler == "always_off" else NoOpTracerProvider()
+    with spanmeter.tool_call("refund", tracer_provider=provider) as tool:
+        tool.record_decision("allow")
+    assert not tool.span.is_recording()
+
+
+def test_record_decision_names_the_tool_on_the_event(spans):
+    provider, exporter = spans
+    with spanmeter.tool_call("refund", tracer_provider=provider) as tool:
+        tool.record_decision("require_approval")
+    (span,) = exporter.get_finished_spans()
+    (event,) = span.events
+    assert event.name == "gen_ai.tool.call.decision"
+    assert dict(event.attributes) == {"gen_ai.tool.call.decision.outcome": "require_approval",
+                                      "gen_ai.tool.name": "refund"}  # fmt: skip

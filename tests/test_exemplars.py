@@ -277,3 +277,41 @@ def test_the_dashboards_latency_panels_ask_for_exemplars_and_get_the_spans_back(
         query = assets.substitute(expr)
         result = _wait(lambda: (r := _query_exemplars(prom, query)) and _found(r) >= want and r, title)
         assert _found(result) == want, title
+
+
+def test_each_tenants_cost_series_links_to_its_own_tenants_latest_call_not_another_tenants():
+    """With attribution labels the cost counter has one point per tenant: its exemplar is the
+    latest priced call of that tenant (trace, span and value), on OTLP and in OpenMetrics."""
+    meter = _setup(attribution={"tenant": "app.tenant_id"})
+    tracer = meter.tracer_provider.get_tracer("exemplars.tenants")
+    spans = {}
+    try:
+        for tenant, tokens in (("acme", (1000, 100)), ("globex", (5000, 500))):  # globex's call is the later one
+            with tracer.start_as_current_span("invoke_agent support", attributes={
+                    "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support",
+                    "app.tenant_id": tenant}):  # fmt: skip
+                with tracer.start_as_current_span("chat gpt-4o", attributes={
+                        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                        "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": tokens[0],
+                        "gen_ai.usage.output_tokens": tokens[1]}) as chat:  # fmt: skip
+                    spans[tenant] = (_ids(chat), (tokens[0] * 2.5 + tokens[1] * 10.0) / 1e6)
+        meter.state.flush()
+        from spanmeter.aggregate import produce
+
+        otlp = {m.name: m for m in produce(meter.state)}["agent_estimated_cost_dollars"]
+        openmetrics = scrape(meter, OPENMETRICS)
+    finally:
+        meter.shutdown()
+
+    by_tenant = {p.attributes["tenant"]: p for p in otlp.data.data_points}
+    assert set(by_tenant) == {"acme", "globex"}
+    for tenant, ((trace_id, span_id), cost) in spans.items():
+        (exemplar,) = by_tenant[tenant].exemplars
+        assert (format(exemplar.trace_id, "032x"), format(exemplar.span_id, "016x")) == (trace_id, span_id), tenant
+        assert exemplar.value == pytest.approx(cost)
+    spec = catalog.BY_NAME["agent_estimated_cost_dollars"]
+    found = {labels["tenant"]: e for labels, e in _exemplars_of(list(parse_openmetrics(openmetrics)), spec)}
+    assert set(found) == {"acme", "globex"}
+    for tenant, ((trace_id, span_id), cost) in spans.items():
+        assert (found[tenant].labels["trace_id"], found[tenant].labels["span_id"]) == (trace_id, span_id), tenant
+        assert found[tenant].value == pytest.approx(cost)

@@ -146,3 +146,26 @@ def test_a_flush_counts_the_waiting_events_at_once(meter, scrape, logger):
 def test_log_processor_needs_a_running_spanmeter():
     with pytest.raises(spanmeter.ConfigurationError, match="configure"):
         spanmeter.events.log_processor()
+
+
+def test_a_log_event_with_a_map_or_list_response_id_is_counted_never_a_processor_error(meter, scrape, logger):
+    """Log attributes may be maps and lists (OpenTelemetry's AnyValue): a response id of such
+    a type names no call, and must not cost the event or raise in aggregation."""
+    logger.emit(event_name=EVAL, attributes={**evaluation("relevance", 0.5), "gen_ai.response.id": {"id": "x"}})
+    logger.emit(event_name=EVAL, attributes={**evaluation("relevance", 0.7), "gen_ai.response.id": ["a", "b"]})
+    logger.emit(event_name=EVAL, attributes=evaluation("relevance", 0.9))
+    s = scrape()
+    assert s.value("spanmeter_processor_errors_total") == 0
+    assert s.value("agent_evaluation_score_count", agent_name="unknown", metric_type="relevance") == 3
+
+
+def test_a_tool_span_with_both_the_decision_attribute_and_the_event_counts_one_decision(meter, scrape):
+    tracer = meter.tracer_provider.get_tracer("a-framework")
+    with meter.agent_run("support"):
+        span = tracer.start_span("execute_tool search", attributes={
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search",
+            "gen_ai.tool.call.decision": "allow"})  # fmt: skip
+        span.add_event(DECISION, {"gen_ai.tool.call.decision.outcome": "allow", "gen_ai.tool.name": "search"})
+        span.end()
+    s = scrape()
+    assert s.value("agent_tool_call_decisions_total", agent_name="support", tool_name="search", decision="allow") == 1

@@ -234,3 +234,25 @@ def test_openinference_audio_token_details_are_the_audio_modality(make):
         metric = f"gen_ai_client_inference_usage_{name}_tokens_total"
         assert s.value(metric, gen_ai_request_model="gpt-4o-audio", gen_ai_token_modality="audio") == audio
         assert s.value(metric, gen_ai_request_model="gpt-4o-audio", gen_ai_token_modality="unknown") == rest
+
+
+def test_a_modality_split_larger_than_the_total_never_counts_more_than_the_total(make):
+    instance = make(None)
+    _span(instance, "chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                               "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 1,
+                               "gen_ai.usage.text.input_tokens": 99})  # fmt: skip
+    s = _scrape(instance)
+    assert s.value("agent_token_usage_total", token_type="input", model_id="m") == 10
+    assert s.total("gen_ai_client_inference_usage_input_tokens_total") == 10
+    assert s.value("gen_ai_client_inference_usage_input_tokens_total", gen_ai_token_modality="text") == 10
+
+
+def test_the_unknown_modality_series_stays_once_split_tokens_arrive(make):
+    """A series once exported must not vanish (Prometheus would mark it stale)."""
+    instance = make(None)
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+    _span(instance, "chat m", chat)  # no usage: 0 unknown, as the conventions ask
+    _span(instance, "chat m", {**chat, "gen_ai.usage.input_tokens": 5, "gen_ai.usage.text.input_tokens": 5})
+    s = _scrape(instance)
+    assert s.value("gen_ai_client_inference_usage_input_tokens_total", gen_ai_token_modality="unknown") == 0
+    assert s.value("gen_ai_client_inference_usage_input_tokens_total", gen_ai_token_modality="text") == 5

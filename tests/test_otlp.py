@@ -238,6 +238,7 @@ def test_every_exported_inference_span_with_a_price_carries_its_cost(receiver):
                         ("priced-upstream", {**genai, "gen_ai.usage.cost.amount": 0.5,
                                              "gen_ai.usage.cost.currency": "USD",
                                              "gen_ai.usage.cost.source": "provider"}),
+                        ("openlit-yen", {**genai, "gen_ai.usage.cost": 75.0, "gen_ai.usage.cost.currency": "JPY"}),
                         ("not-genai", {"http.request.method": "POST"})):  # fmt: skip
         tracer.start_span(name, attributes=attrs).end()
     with meter.model_call("gpt-4o", provider="openai") as call:  # priced before it ended
@@ -251,6 +252,7 @@ def test_every_exported_inference_span_with_a_price_carries_its_cost(receiver):
         "unknown-model": None,  # no price: no cost, never $0
         "legacy-cost": 0.25,
         "priced-upstream": 0.5,
+        "openlit-yen": None,  # its own currency: no USD amount beside it
         "not-genai": None,
         "chat gpt-4o": pytest.approx((10 * 2.5 + 1 * 10) / 1e6, abs=1e-15),
     }
@@ -258,4 +260,5 @@ def test_every_exported_inference_span_with_a_price_carries_its_cost(receiver):
     assert exported["official"]["gen_ai.usage.cost.source"] == "local"
     assert exported["official"]["spanmeter.cost.price_source"] == "override"
     assert exported["priced-upstream"]["gen_ai.usage.cost.source"] == "provider"  # left as it was
+    assert exported["openlit-yen"]["gen_ai.usage.cost.currency"] == "JPY"  # left as it was
     assert exported["official"]["gen_ai.usage.input_tokens"] == 1000  # the copy keeps everything else

@@ -196,3 +196,43 @@ def test_prometheus_sees_an_expired_series_go_stale_and_its_return_as_a_counter_
     finally:
         prom.stop()
         meter.shutdown()
+
+
+def test_a_sweep_keeps_the_finish_reason_values_live_series_still_show_so_the_label_limit_holds():
+    """finish_reason values live inside the model series, not in a table key: a sweep (of any
+    other stale series) must not forget them, or each sweep admits a new batch of values and
+    model_finish_reasons_total grows past the label's limit."""
+    clock = Clock()
+    state = State(series_ttl=DAY, clock=clock, label_limits={"finish_reason": 2})
+    provider = TracerProvider()
+    provider.add_span_processor(SpanmeterProcessor(state, reconcile_window=0))
+
+    def finish(model, reason):
+        with emit.model_call(model, provider="openai", tracer_provider=provider) as handle:
+            handle.record_usage(input_tokens=1, output_tokens=1)
+            handle.record_response(finish_reasons=[reason])
+
+    for n in range(4):
+        call(provider, "retired-model")
+        for day in range(3):
+            clock.t += DAY / 2
+            finish("gpt-4o", f"reason-{n}-{day}")  # the live series: a new free-form reason each time
+            produce(state)
+        clock.t += DAY  # retired-model is stale now: the next collection sweeps it
+        produce(state)
+    labels = {p.attributes["finish_reason"] for p in points(produce(state), "model_finish_reasons").values()}
+    assert len(labels - {"other"}) <= 2, sorted(labels)
+
+
+def test_tool_call_decisions_of_a_retired_tool_expire_like_its_calls():
+    clock, state, provider = stack(ttl=DAY)
+    with emit.agent_run("support", tracer_provider=provider):
+        with emit.tool_call("retired-tool", tracer_provider=provider) as tool:
+            tool.record_decision("require_approval")
+    first = points(produce(state), "agent_tool_call_decisions")
+    assert [p.value for p in first.values()] == [1]
+    clock.t += DAY + HOUR + 1
+    metrics = produce(state)
+    assert points(metrics, "agent_tool_calls") == {}
+    assert points(metrics, "agent_tool_call_decisions") == {}  # gone with the tool's other series
+    assert "retired-tool" not in state.guards["tool"].values  # the label no longer counts toward the limit

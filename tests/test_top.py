@@ -427,7 +427,8 @@ def test_live_view_shows_the_rates_of_the_scrapes_and_keys_switch_views(demo):
         screen = term.wait_for(lambda s: "cache hit" in s and "unpriced" in s)
         assert {"gpt-4o", "gpt-4o-mini"} <= set(_table(screen, "model"))
         # billing's private fine-tune has no price: its calls with usage are unpriced, its $/h unknown
-        screen = term.wait_for(lambda s: _table(s, "model").get("acme-billing-ft", ["", "-"])[-2] not in ("-", "0.0%"))
+        # (the row itself must be there: an absent one must not pass the wait)
+        screen = term.wait_for(lambda s: _table(s, "model").get("acme-billing-ft", ["-", "-"])[-2] not in ("-", "0.0%"))
         dollars, unpriced = _table(screen, "model")["acme-billing-ft"][-3:-1]
         assert dollars == "-" and 0 < float(unpriced.rstrip("%")) <= 100
         term.child.send("3")

@@ -80,7 +80,8 @@ ATTRIBUTION_LABEL_LIMIT = 100
 # Tables whose series expire after ``series_ttl_seconds`` untouched: the ones whose keys
 # come from spans or the application (models, tools, agents come and go); spanmeter's own
 # health series are few and fixed.
-_EXPIRING = ("model", "tool", "agent", "workflow", "conversation", "quality", "evaluations", "no_usage")
+_EXPIRING = ("model", "tool", "agent", "workflow", "conversation", "quality", "evaluations", "no_usage",
+             "tool_decisions")
 
 
 class Hist:
@@ -181,18 +182,22 @@ class ModelSeries:
 
 
 def _by_modality(counts: list[int], n: int) -> dict[str, int]:
-    """Tokens of type ``n`` by modality: the modalities seen, else ``unknown`` (0 included:
-    the conventions record a call without usage as 0 unknown)."""
+    """Tokens of type ``n`` by modality: the modalities seen, and ``unknown`` always (0 included:
+    the conventions record a call without usage as 0 unknown, and a series once exported must
+    not vanish when split tokens arrive)."""
     width = len(MODALITIES)
-    out = {m: v for m, v in zip(MODALITIES, counts[n * width : (n + 1) * width]) if v}
-    return out or {MODALITIES[-1]: 0}
+    row = counts[n * width : (n + 1) * width]
+    out = {m: v for m, v in zip(MODALITIES, row) if v}
+    out[MODALITIES[-1]] = row[-1]
+    return out
 
 
 def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> None:
     """Add one call's ``tokens`` (TOKEN_TYPES order) to ``counts`` by modality.
 
     ``split`` is the span's text/image/audio counts (``conventions.MODALITY_TOKEN_ATTRIBUTES``
-    order) or None; what the split does not cover of a total is ``unknown``, never negative.
+    order) or None; what the split does not cover of a total is ``unknown``, never negative, and
+    a split larger than the total is cut to it (the total is what the other token metrics count).
     """
     width = len(MODALITIES)
     unknown = width - 1
@@ -205,6 +210,7 @@ def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> Non
             for m in range(unknown):
                 part = split[m * types + n]
                 if part:
+                    part = min(part, total - known)
                     counts[n * width + m] += part
                     known += part
         if total > known:
@@ -828,6 +834,9 @@ class State:
                                 in_use[label].add(value)
                 elif dim in _GUARD_OF_DIM:
                     in_use[_GUARD_OF_DIM[dim]].update(key[i] for key in table.series)
+        # finish reasons are no key: they live in the model series' counts, which still show them
+        for series in self.tables["model"].series.values():
+            in_use["finish_reason"].update(series.finish_reasons)
         for name, guard in self.guards.items():
             guard.values &= in_use[name]
             guard.known = {raw: label for raw, label in guard.known.items() if label in guard.values}

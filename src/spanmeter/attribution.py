@@ -6,7 +6,8 @@ is read, for each model call and agent run, from one source:
 
 - ``"app.tenant_id"``: a span attribute, from the span itself or else the nearest span
   above it that has it (inherited down the run like the agent name: a call inside a run
-  whose span carries the attribute gets it, whenever during the run it was set);
+  whose span carries the attribute gets it, as the run's span has it when the call is
+  aggregated, about a second after the call ends: set it before the calls);
 - ``"baggage:tenant"``: a W3C baggage entry in the context the span started in;
 - ``"resource:service.namespace"``: an attribute of the tracer provider's resource (the
   same for every span of the process: a team or project per service).

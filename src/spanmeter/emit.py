@@ -188,11 +188,14 @@ class ToolCall(SpanHandle):
         counted in ``agent_tool_call_decisions_total``; another outcome is counted as a dropped
         value, never raised.
         """
+        span = self.span
+        if not span.is_recording():  # sampled out, or no SDK: nothing to record, and no attributes to read
+            return
         attributes = {c.TOOL_CALL_DECISION_OUTCOME: outcome}
-        tool = self.span.attributes.get(c.TOOL_NAME) if self.span.attributes is not None else None
+        tool = (getattr(span, "attributes", None) or {}).get(c.TOOL_NAME)
         if tool is not None:
             attributes[c.TOOL_NAME] = tool
-        self.span.add_event(c.TOOL_CALL_DECISION, attributes)
+        span.add_event(c.TOOL_CALL_DECISION, attributes)
 
 
 class _Scope:

@@ -75,6 +75,8 @@ class EventBook:
         if len(self._waiting) >= MAX_WAITING:
             state.count("drops", ("event", "backlog"))
             return
+        if response_id.__class__ is not str:  # a log attribute may be a map or a list: it names no call
+            response_id = None
         self._waiting.append((span_id, response_id, name, dict(attributes or {}), time.monotonic()))
 
     def saw_locked(self, state, span_id, agent, record) -> None:
@@ -91,10 +93,13 @@ class EventBook:
             if len(responses) > MAX_REMEMBERED:
                 for old in list(responses)[: MAX_REMEMBERED // 2]:
                     del responses[old]
-        if record.tool_decision is not None:
+        signals = record.signals
+        if record.tool_decision is not None and not (
+            signals and any(name == c.TOOL_CALL_DECISION for name, _ in signals)
+        ):  # one decision per tool span: its event, when it has one, is the decision
             record_decision_locked(state, agent, record.tool, record.tool_decision)
-        if record.signals:
-            for name, attributes in record.signals:
+        if signals:
+            for name, attributes in signals:
                 record_event_locked(state, agent, name, attributes)
 
     def resolve_locked(self, state, opened: dict, attributes_of, now: float | None = None,
@@ -120,7 +125,10 @@ class EventBook:
                     waiting.append(item)
                     continue
                 agent = None
-            record_event_locked(state, agent, name, attributes)
+            try:
+                record_event_locked(state, agent, name, attributes)
+            except Exception:  # deliberate: one malformed event must not cost the others waiting
+                state.count_locked("faults", ())
 
 
 def record_event_locked(state, agent, name: str, attributes) -> None:

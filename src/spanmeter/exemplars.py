@@ -25,7 +25,7 @@ from typing import NamedTuple
 from opentelemetry.sdk.metrics import Exemplar as OtelExemplar
 from prometheus_client.samples import Exemplar as PromExemplar
 
-from spanmeter.catalog import COUNTER, HISTOGRAM, METRICS, TABLES, MetricSpec
+from spanmeter.catalog import ATTRIBUTED, ATTRIBUTION_DIM, COUNTER, HISTOGRAM, METRICS, TABLES, MetricSpec
 from spanmeter.pricing import UNPRICED
 
 _log = logging.getLogger("spanmeter")
@@ -101,15 +101,20 @@ def _kept_locked(state, needed: set) -> dict:
     return out
 
 
-def _group(spec: MetricSpec, rows, divisor: int) -> dict:
-    """Exemplars of ``spec`` by point (its label values, as :func:`produce` groups them),
-    the latest per bucket (histograms) or per point (counters)."""
+def _group(spec: MetricSpec, rows, divisor: int, attributed: bool) -> dict:
+    """Exemplars of ``spec`` by point (its label values, then the attribution labels' values
+    when ``attributed``, as :func:`produce` groups them), the latest per bucket (histograms)
+    or per point (counters)."""
     dims = TABLES[spec.table]
     index = [dims.index(dim) for _, dim in spec.labels]
+    where = dims.index(ATTRIBUTION_DIM) if attributed else None
     histogram = spec.kind == HISTOGRAM
     groups: dict[tuple, dict] = {}
     for row_dims, kept in rows:
-        group = groups.setdefault(tuple(row_dims[i] for i in index), {})
+        key = tuple(row_dims[i] for i in index)
+        if where is not None:  # one point per tenant (team...): never another tenant's span
+            key += (tuple(row_dims[where] or ()),)
+        group = groups.setdefault(key, {})
         for value, trace_id, span_id, end in kept:
             slot = bisect_left(spec.buckets, value) if histogram else 0
             old = group.get(slot)
@@ -134,9 +139,13 @@ def attach(metrics: list, state) -> list:
         rows = kept[spec.table, spec.field]
         if not rows:
             continue
-        groups = _group(spec, rows, spec.divisor)
+        labels = state.attribution_labels if spec.name in ATTRIBUTED else ()
+        groups = _group(spec, rows, spec.divisor, bool(labels))
         for point in metric.data.data_points:
-            group = groups.get(tuple(point.attributes.get(k) for k in keys))
+            key = tuple(point.attributes.get(k) for k in keys)
+            if labels:
+                key += (tuple(point.attributes[label] for label in labels if label in point.attributes),)
+            group = groups.get(key)
             if group:
                 found = [OtelExemplar({}, v, end, span_id, trace_id)
                          for _, (v, trace_id, span_id, end) in sorted(group.items())]  # fmt: skip
@@ -149,7 +158,8 @@ def attach(metrics: list, state) -> list:
 
 # --- onto the Prometheus exposition ------------------------------------------------------
 def _index(metrics_data) -> dict:
-    """family name -> (carrier, {label values: {bucket index (0 for a counter): Exemplar}})."""
+    """family name -> (carrier, {label values: {bucket index (0 for a counter): Exemplar}},
+    the names of the point labels beyond the carrier's: attribution labels, in order)."""
     index: dict = {}
     for resource_metrics in metrics_data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
@@ -159,17 +169,19 @@ def _index(metrics_data) -> dict:
                     continue
                 spec, keys, histogram = carrier.spec, carrier.keys, carrier.histogram
                 by_labels = {}
+                extra: tuple = ()
                 for point in metric.data.data_points:
                     if not point.exemplars:
                         continue
+                    extra = tuple(k for k in point.attributes if k not in keys)  # the same for every point
                     by_bucket = {}
                     for e in point.exemplars:
                         labels = {TRACE_ID: format(e.trace_id, "032x"), SPAN_ID: format(e.span_id, "016x")}
                         slot = bisect_left(spec.buckets, e.value) if histogram else 0
                         by_bucket[slot] = PromExemplar(labels, e.value, e.time_unix_nano / 1e9)
-                    by_labels[tuple(str(point.attributes.get(k, "")) for k in keys)] = by_bucket
+                    by_labels[tuple(str(point.attributes.get(k, "")) for k in keys + extra)] = by_bucket
                 if by_labels:
-                    index[carrier.family] = (carrier, by_labels)
+                    index[carrier.family] = (carrier, by_labels, extra)
     return index
 
 
@@ -177,8 +189,9 @@ def _with_exemplars(family, index: dict):
     found = index.get(family.name)
     if found is None:
         return family
-    carrier, by_labels = found
-    buckets, histogram, wanted, label_names = carrier.spec.buckets, carrier.histogram, carrier.sample, carrier.labels
+    carrier, by_labels, extra = found
+    buckets, histogram, wanted = carrier.spec.buckets, carrier.histogram, carrier.sample
+    label_names = carrier.labels + extra  # attribution labels are Prometheus label names as they are
     out = []
     by_bucket = series = None
     for sample in family.samples:

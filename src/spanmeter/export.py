@@ -283,6 +283,8 @@ class PrometheusReader(ProducingReader, PrometheusMetricReader):
                 other_target_info = other_target_info or target_info
                 for name, scope in exported_names(seen).items():
                     others.setdefault(name, scope)
+        for name in registered_names(self._spanmeter_served, self._collector):
+            others.setdefault(name, PROMETHEUS_CLIENT)
         if hasattr(self._collector, "_disable_target_info"):  # read by the collector after this collection
             self._collector._disable_target_info = other_target_info
         return (None if shared else metrics_data), others
@@ -291,6 +293,27 @@ class PrometheusReader(ProducingReader, PrometheusMetricReader):
         if self._spanmeter_registry is None:
             return super().shutdown(timeout_millis, **kwargs)
         self._spanmeter_registry.unregister(self._collector)  # what exporter < 0.63b0 would do on REGISTRY
+
+
+#: What :class:`Deferrals` names as the exporter of a metric of ``prometheus_client``'s own on the registry.
+PROMETHEUS_CLIENT = "prometheus_client"
+
+
+def registered_names(registry, collector) -> set[str]:
+    """The names ``registry`` knows of its collectors but ``collector`` and OpenTelemetry
+    readers': the application's own ``prometheus_client`` metrics (``Counter("agent_requests")``
+    gives ``agent_requests``, ``agent_requests_total``, ``agent_requests_created``)."""
+    lock = getattr(registry, "_lock", None)
+    if lock is None:
+        return set()
+    with lock:
+        registered = list(getattr(registry, "_collector_to_names", {}).items())
+    names: set[str] = set()
+    for other, other_names in registered:
+        reader = getattr(getattr(other, "_callback", None), "__self__", None)
+        if other is not collector and not isinstance(reader, PrometheusMetricReader):
+            names.update(other_names)
+    return names
 
 
 def peers(registry, collector) -> list:

@@ -413,7 +413,8 @@ class HttpxInstrumentation:
         self._patched.append((cls, attribute, original, handle))
 
     def _set_cost(self, span, request: wire.Request, result: wire.Result) -> None:
-        """The call's priced cost on its span, before it ends (see :mod:`spanmeter.emit`)."""
+        """The call's priced cost on its span, before it ends (see :mod:`spanmeter.emit`); a
+        pricing fault is counted and the span still ends."""
         pricer = getattr(self.meter.processor, "pricer", None)
         if pricer is None:
             return
@@ -421,8 +422,12 @@ class HttpxInstrumentation:
                   result.reasoning_tokens)  # fmt: skip
         if tokens[0] is None and tokens[1] is None:
             return
-        cost = cost_attributes(pricer.price(request.provider, request.model, result.response_model or None, tokens,
-                                            time.time_ns(), _NO_ATTRIBUTES))  # fmt: skip
+        try:
+            cost = cost_attributes(pricer.price(request.provider, request.model, result.response_model or None,
+                                                tokens, time.time_ns(), _NO_ATTRIBUTES))  # fmt: skip
+        except Exception:  # deliberate: a price is not worth an unended span
+            self._fault()
+            return
         if cost:
             span.set_attributes(cost)
 

@@ -396,9 +396,13 @@ class CostSpanExporter(SpanExporter):
 
 def with_cost(span: ReadableSpan, pricer) -> ReadableSpan:
     """``span``, or a copy of it with the cost attributes when it is an inference span with
-    usage (or a dollar cost of an older convention) and no ``gen_ai.usage.cost.amount``."""
+    usage (or a dollar cost of an older convention) and no ``gen_ai.usage.cost.amount``.
+
+    A span that names a currency of its own (``gen_ai.usage.cost.currency``, as OpenLIT writes
+    beside its ``gen_ai.usage.cost``) is left as it is: a USD amount would contradict it.
+    """
     attributes = span.attributes
-    if not attributes or c.COST_AMOUNT in attributes:
+    if not attributes or c.COST_AMOUNT in attributes or c.COST_CURRENCY in attributes:
         return span
     name = span.name
     kind = c.kind_of(attributes, name)
