@@ -210,15 +210,33 @@ def test_a_tenant_id_of_another_type_is_a_label_and_long_ones_are_counted(tenant
     assert result.total("model_inference_calls_total") == 3
 
 
-@pytest.mark.xfail(strict=True, reason="review: a call aggregated while its run is open (the aggregator runs "
-                   "every second) reads the run's attribute as it is then; an attribute set later in the run "
-                   "does not reach it. Needs processor/reconcile (h-perf2's) to hold attributed calls until "
-                   "their run ends; the README now says to set the attribute before the calls")
 def test_a_tenant_set_on_the_run_after_an_aggregation_round_still_reaches_the_calls_before_it(tenant_meter):
     meter = tenant_meter
     with meter.agent_run("support") as run:
         call(meter)
         meter.processor.drain()  # what the aggregating thread does every second of a long run
+        assert meter.processor.pending_spans == 1  # the call waits for its run, which may still get a tenant
         run.set_attribute("app.tenant_id", "acme")
     result = scrape(meter)
     assert result.value("model_inference_calls_total", agent_name="support", model_id="gpt-4o", tenant="acme") == 1
+    assert result.value("agent_tokens_per_run_sum", agent_name="support") == 120  # charged to its run all the same
+
+
+def test_a_call_waiting_for_its_runs_tenant_is_counted_as_unknown_when_the_run_ends_without_one(tenant_meter):
+    meter = tenant_meter
+    with meter.agent_run("support"):
+        call(meter)
+        meter.processor.drain()
+    meter.processor.drain()  # the run ended: the call waits no more
+    assert meter.processor.pending_spans == 0
+    result = scrape(meter)
+    assert result.value("model_inference_calls_total", agent_name="support", model_id="gpt-4o", tenant="unknown") == 1
+
+
+def test_a_call_with_its_tenant_already_known_is_counted_at_once(tenant_meter):
+    meter = tenant_meter
+    with meter.agent_run("support") as run:
+        run.set_attribute("app.tenant_id", "acme")
+        call(meter)
+        meter.processor.drain()
+        assert meter.processor.pending_spans == 0

@@ -6,8 +6,9 @@ is read, for each model call and agent run, from one source:
 
 - ``"app.tenant_id"``: a span attribute, from the span itself or else the nearest span
   above it that has it (inherited down the run like the agent name: a call inside a run
-  whose span carries the attribute gets it, as the run's span has it when the call is
-  aggregated, about a second after the call ends: set it before the calls);
+  whose span carries the attribute gets it, whenever during the run it was set: a call
+  without a value while its run is open waits for the run, see
+  ``spanmeter.processor.ATTRIBUTION_HOLD``);
 - ``"baggage:tenant"``: a W3C baggage entry in the context the span started in;
 - ``"resource:service.namespace"``: an attribute of the tracer provider's resource (the
   same for every span of the process: a team or project per service).
@@ -111,6 +112,8 @@ class Attribution:
     def __init__(self, sources: tuple[Source, ...]):
         self.sources = sources
         self.labels = tuple(s.label for s in sources)
+        #: Positions of the labels read from span attributes (their values may come later in a run).
+        self.span_positions = tuple(n for n, s in enumerate(sources) if s.where == SPAN)
         #: Baggage keys to capture when a span starts (None: no baggage source).
         self.baggage_keys = tuple(s.key for s in sources if s.where == BAGGAGE) or None
         #: Whether a label reads span attributes (inherited from spans that may have ended).

@@ -68,6 +68,8 @@ WAKE_AT = 256
 MAX_BACKLOG = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
 _BATCH = 512  # spans aggregated per hold of the state lock
+#: Seconds at most a call waits for its open run to be given a missing attribution value.
+ATTRIBUTION_HOLD = 300.0
 
 
 def _attributes(span):
@@ -134,6 +136,8 @@ class SpanmeterProcessor(SpanProcessor):
         self._thread: threading.Thread | None = None  # started with the first span (again after fork)
         self._reconciler = Reconciler(window=self._window, max_entries=self._max_open)
         self.events = EventBook()  # evaluation results and tool-call decisions (spanmeter.events)
+        # Calls whose attribution value their open run may still get: (entry, since); see _hold
+        self._held: deque = deque()
 
     # --- SpanProcessor -----------------------------------------------------------------
     def on_start(self, span: Span, parent_context=None) -> None:
@@ -223,8 +227,9 @@ class SpanmeterProcessor(SpanProcessor):
 
     @property
     def pending_spans(self) -> int:
-        """Ended GenAI spans not aggregated yet (queued or waiting in reconciliation)."""
-        return len(self._pending) + len(self._reconciler)
+        """Ended GenAI spans not aggregated yet (queued, waiting in reconciliation, or waiting
+        for their run's attribution value)."""
+        return len(self._pending) + len(self._reconciler) + len(self._held)
 
     def shutdown(self) -> None:
         self.drain(flush=True, final=True)
@@ -296,6 +301,9 @@ class SpanmeterProcessor(SpanProcessor):
                             offers.append(offer)
                 for offer in offers:  # outside the lock: a full queue records a drop
                     self.evaluator.offer(*offer)
+            if self._held:
+                with state.lock:
+                    self._release_held_locked(now, flush)
             if self.events.waiting:  # log-record events, once the spans they are about were added
                 with state.lock:
                     self.events.resolve_locked(state, self._open, _attributes, waited=flush)
@@ -364,11 +372,15 @@ class SpanmeterProcessor(SpanProcessor):
         priced = self._price_call(record, tokens, end, e.attrs) if e.price_it and self._price is not None else None
         call = e.call
         attribution = None if self.attribution is None else self._attribution_of(e)
-        # positional arguments (call, duration, ttfc, priced, no_usage, attribution): keywords cost 30 ns more
-        series = state.add_call_locked(agent, record, tokens, call, duration, record.time_to_first_chunk, priced,
-                                       e.no_usage, attribution)  # fmt: skip
-        if e.sampled:
-            exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
+        if attribution is not None and self._awaits_attribution(e, attribution):
+            e.held = (duration, priced)  # added when its run has the value (charged up the run now)
+            self._held.append((e, time.monotonic()))
+        else:
+            # positional arguments (call, duration, ttfc, priced, no_usage, attribution): keywords cost 30 ns more
+            series = state.add_call_locked(agent, record, tokens, call, duration, record.time_to_first_chunk, priced,
+                                           e.no_usage, attribution)  # fmt: skip
+            if e.sampled:
+                exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
         node = e.node
         if node is not None:
             i, o = tokens[0], tokens[1]
@@ -442,6 +454,36 @@ class SpanmeterProcessor(SpanProcessor):
         if e.content is not None:
             return self._span_content(e.content, name, e.trace_id)
         return None
+
+    def _awaits_attribution(self, e: Entry, values: tuple) -> bool:
+        """Whether a call lacks a span-sourced attribution value while its run is still open
+        (the run may be given it before it ends: ``app.tenant_id`` set once the request is parsed)."""
+        if not any(values[n] is None for n in self.attribution.span_positions):  # type: ignore[union-attr]
+            return False
+        run = e.node.run_above() if e.node is not None else None
+        return run is not None and not run.ended
+
+    def _release_held_locked(self, now: float, flush: bool) -> None:
+        """Add the held calls whose run ended or got the value, or that waited long enough
+        (``flush``: all of them); beyond ``max_open_spans`` held, the oldest go at once."""
+        held = self._held
+        excess = len(held) - self._max_open
+        for n in range(len(held)):
+            e, since = held.popleft()
+            try:
+                attribution = self._attribution_of(e)
+                if (not flush and n >= excess and now - since < ATTRIBUTION_HOLD
+                        and self._awaits_attribution(e, attribution)):  # fmt: skip
+                    held.append((e, since))
+                    continue
+                duration, priced = e.held
+                call = e.call
+                series = self.state.add_call_locked(e.agent, e.record, e.tokens, call, duration,
+                                                    e.record.time_to_first_chunk, priced, e.no_usage, attribution)  # fmt: skip
+                if e.sampled:
+                    exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, e.end)
+            except Exception:  # deliberate: one bad span must not cost the others
+                self._fault_locked()
 
     def _attribution_of(self, e: Entry):
         """Raw values of the attribution labels for a call or run (None when none is configured)."""

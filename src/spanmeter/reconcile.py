@@ -54,7 +54,8 @@ class Entry:
 
     __slots__ = ("record", "node", "scope", "trace_id", "span_id", "start", "end", "attrs", "content", "arrival",
                  "dead", "paired", "wrapper", "outers", "role", "target", "call", "tokens", "price_it",
-                 "no_usage", "agent", "completed", "keys", "deadline", "sampled")  # fmt: skip
+                 "no_usage", "agent", "completed", "keys", "deadline", "sampled",
+                 "held")  # fmt: skip  (held: set by the processor on a call waiting for attribution)
 
     def __init__(self, record, node, scope, trace_id, span_id, start, end, attrs, content=None, sampled=True):
         self.record = record
