@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -62,3 +64,14 @@ def scrape(meter):
         return Scrape(response.text)
 
     return _scrape
+
+
+def wait_until(condition, what: str, timeout: float = 20.0, interval: float = 0.2):
+    """``condition()``'s first truthy result, polled every ``interval`` s; fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -27,6 +27,7 @@ from spanmeter.catalog import COUNTER, HISTOGRAM
 from spanmeter.prometheus import LocalPrometheus
 from spanmeter.sampling import keep_genai
 from tests.otlp_receiver import OtlpHttpReceiver
+from tests.conftest import wait_until
 
 S = 10**9
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -213,7 +214,7 @@ def stack():
                            flags=("--enable-feature=exemplar-storage",))  # fmt: skip
     prom.start()
     try:
-        _wait(lambda: prom.query('up{job="spanmeter"} == 1'), "the first scrape")
+        wait_until(lambda: prom.query('up{job="spanmeter"} == 1'), "the first scrape")
         spans = [run(meter, *r) for r in RUNS]
         yield meter, prom, spans
     finally:
@@ -221,14 +222,6 @@ def stack():
         meter.shutdown()
 
 
-def _wait(condition, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _query_exemplars(prom, expr: str) -> list[dict]:
@@ -246,7 +239,7 @@ def test_prometheus_returns_the_spans_trace_ids_from_query_exemplars(stack, spec
     kind = "chat" if spec.table == "model" else KIND_OF_TABLE[spec.table]
     name = spec.exposed_name + "_bucket" if spec.kind == HISTOGRAM else spec.exposed_name
     want = {s[kind] for s in spans} if spec.kind == HISTOGRAM else {spans[-1]["chat"]}
-    result = _wait(lambda: (r := _query_exemplars(prom, name)) and _found(r) >= want and r, f"exemplars of {name}")
+    result = wait_until(lambda: (r := _query_exemplars(prom, name)) and _found(r) >= want and r, f"exemplars of {name}")
     assert _found(result) <= {s[kind] for s in spans}  # no span the test did not make
     for series in result:
         for e in series["exemplars"]:
@@ -275,7 +268,7 @@ def test_the_dashboards_latency_panels_ask_for_exemplars_and_get_the_spans_back(
         kind = "chat" if spec.table == "model" else KIND_OF_TABLE[spec.table]
         want = {s[kind] for s in spans}
         query = assets.substitute(expr)
-        result = _wait(lambda: (r := _query_exemplars(prom, query)) and _found(r) >= want and r, title)
+        result = wait_until(lambda: (r := _query_exemplars(prom, query)) and _found(r) >= want and r, title)
         assert _found(result) == want, title
 
 

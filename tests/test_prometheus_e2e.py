@@ -20,6 +20,7 @@ from dashboards import assets
 from dashboards.promql import operands, references
 from spanmeter.prometheus import LocalPrometheus
 from spanmeter.quality import Evaluator
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("prometheus"), reason="needs Debian's prometheus package (scripts/test.sh installs it)"
@@ -198,11 +199,11 @@ def stack():
     prom = LocalPrometheus(assets.PROMETHEUS_DIR, f"{host}:{port}", scrape_interval="1s", evaluation_interval="1s")
     prom.start()
     try:
-        _wait(lambda: prom.query('up{job="spanmeter"} == 1'), "the first scrape")
+        wait_until(lambda: prom.query('up{job="spanmeter"} == 1'), "the first scrape")
         for done in range(1, ROUNDS + 1):
             run_round(meter, done)
             want = done * len(ROUND)
-            _wait(lambda: [s for s in prom.query("sum(agent_requests_total) + sum(agent_evaluations_total)")
+            wait_until(lambda: [s for s in prom.query("sum(agent_requests_total) + sum(agent_evaluations_total)")
                            if float(s["value"][1]) == want + done * len(VERDICTS)],
                   f"round {done} and its evaluations in Prometheus")  # fmt: skip
             time.sleep(2.5)  # a few more scrapes and rule evaluations after the round
@@ -212,14 +213,6 @@ def stack():
         meter.shutdown()
 
 
-def _wait(condition, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _poll(prom, exprs: list[str], timeout: float = 15.0) -> dict[str, list]:
@@ -327,7 +320,7 @@ def test_every_alert_operand_returns_data_and_the_workload_triggers_its_alerts(s
     full = {r["alert"]: bool(assets.finite(prom.query(r["expr"]))) for r in assets.alert_rules()}
     _print({r["expr"]: prom.query(r["expr"]) for r in assets.alert_rules()})
     assert {name for name, fired in full.items() if fired} == TRIGGERED
-    active = _wait(lambda: {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]} >= TRIGGERED or None,
+    active = wait_until(lambda: {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]} >= TRIGGERED or None,
                    "the triggered alerts to be pending in Prometheus")  # fmt: skip
     assert active
 

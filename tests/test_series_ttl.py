@@ -16,7 +16,7 @@ import spanmeter
 from spanmeter import emit
 from spanmeter.aggregate import State, produce
 from spanmeter.processor import SpanmeterProcessor
-from tests.conftest import Scrape
+from tests.conftest import Scrape, wait_until
 
 HOUR, DAY = 3600.0, 86400.0
 
@@ -154,16 +154,6 @@ def test_bad_series_ttl_is_a_configuration_error(value):
 # --- what a real Prometheus sees --------------------------------------------------------------
 
 
-def _wait(condition, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.skipif(not __import__("shutil").which("prometheus"), reason="needs Debian's prometheus package")
 def test_prometheus_sees_an_expired_series_go_stale_and_its_return_as_a_counter_reset():
     from dashboards import assets
@@ -182,13 +172,13 @@ def test_prometheus_sees_an_expired_series_go_stale_and_its_return_as_a_counter_
         for _ in range(3):
             call(meter.tracer_provider, "retired-model")
         call(meter.tracer_provider, "gpt-4o")
-        _wait(lambda: value() == [3.0], "the first value")
+        wait_until(lambda: value() == [3.0], "the first value", timeout=30)
         clock.t += DAY + HOUR + 1
         call(meter.tracer_provider, "gpt-4o")  # still in use: stays
-        _wait(lambda: value() == [], "the staleness marker of the expired series")
+        wait_until(lambda: value() == [], "the staleness marker of the expired series", timeout=30)
         assert prom.query('model_inference_calls_total{model_id="gpt-4o"}')
         call(meter.tracer_provider, "retired-model")
-        _wait(lambda: value() == [1.0], "the series back from zero")
+        wait_until(lambda: value() == [1.0], "the series back from zero", timeout=30)
         # across the gap, Prometheus counts one reset, and no negative increase
         assert [float(s["value"][1]) for s in prom.query(f"resets({series}[1m])")] == [1.0]
         increase = [float(s["value"][1]) for s in prom.query(f"increase({series}[1m])")]
