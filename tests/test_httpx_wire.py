@@ -246,10 +246,19 @@ def test_scanning_stops_at_the_stream_limit_and_an_overlong_line_is_dropped():
     assert reader.seen > STREAM_LIMIT and ("llm_response", "inspection_limit") in reader.result.problems
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16-le", "utf-16", "utf-32"])
+def test_json_bodies_in_every_encoding_json_allows_are_read(encoding):
+    # the fast decoder takes UTF-8 documents starting "{"; a BOM or a UTF-16/32 body still reads
+    body = {"model": "gpt-4o-2025", "id": "c1", "choices": [{"finish_reason": "stop", "message": {"content": "é"}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4}}  # fmt: skip
+    r = read("openai_chat", json.dumps(body, ensure_ascii=False).encode(encoding))
+    assert (r.input_tokens, r.output_tokens, r.response_model, r.finish_reasons) == (9, 4, "gpt-4o-2025", ["stop"])
+
+
 def test_content_deltas_are_not_json_decoded(monkeypatch):
     decoded = []
-    real = json.loads
-    monkeypatch.setattr(wire.json, "loads", lambda data: decoded.append(data) or real(data))
+    real = wire._loads
+    monkeypatch.setattr(wire, "_loads", lambda data: decoded.append(data) or real(data))
     delta = {"model": "m", "choices": [{"delta": {"content": "x"}, "finish_reason": None}], "usage": None}
     body = sse(*[("", delta)] * 50, ("", dict(delta, choices=[], usage={"prompt_tokens": 1})), ("", b"[DONE]"))
     assert read("openai_chat", body, content_type="text/event-stream", chunk=100).input_tokens == 1

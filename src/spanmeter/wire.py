@@ -163,8 +163,19 @@ class Matcher:
         return None
 
 
+_decode_json = json.JSONDecoder().decode
+
+
+def _loads(data: bytes):
+    """``json.loads`` of a document; one starting ``{`` and then no NUL (UTF-8, as JSON on the
+    wire is) skips its encoding sniffing: 0.7 us of 2.7 per small document."""
+    if data[:1] == b"{" and data[1:2] != b"\x00":
+        return _decode_json(data.decode("utf-8", "surrogatepass"))
+    return json.loads(data)
+
+
 # --- requests ----------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Request:
     """What the request says: the span's request attributes."""
 
@@ -196,7 +207,7 @@ def parse_request(rule: Rule, host: str, path: str, body: bytes | None) -> Reque
         stream = "streamGenerateContent" in path
         if body is not None and len(body) <= DOC_LIMIT:
             try:
-                obj = json.loads(body)
+                obj = _loads(body)
             except ValueError:
                 return None
             if not isinstance(obj, dict):
@@ -205,7 +216,7 @@ def parse_request(rule: Rule, host: str, path: str, body: bytes | None) -> Reque
         return None
     elif len(body) <= DOC_LIMIT:
         try:
-            obj = json.loads(body)
+            obj = _loads(body)
         except ValueError:
             return None
         if not isinstance(obj, dict):
@@ -227,7 +238,7 @@ def parse_request(rule: Rule, host: str, path: str, body: bytes | None) -> Reque
 
 
 # --- responses ---------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Result:
     """What a response said, in GenAI terms (None where it did not say)."""
 
@@ -634,15 +645,17 @@ class BodyReader:
             return
         # Fast path, most chunks of a stream (measured per chunk by benchmarks/httpx_overhead.py):
         # whole events after the first, nothing pending, nothing a reader needs in them.
-        if self._skim and not self._line and not self._data and chunk.endswith(_EVENT_ENDS) \
-                and not self._wanted(chunk):
-            return
+        wanted = False
+        if self._skim and not self._line and not self._data and chunk.endswith(_EVENT_ENDS):
+            if not self._wanted(chunk):
+                return
+            wanted = True  # _dispatch need not search the event again
         # One whole "data:" event and nothing pending (the chunk of most servers): no line split.
         if self._doc is None and not self._line and not self._event and chunk.startswith(b"data:") \
                 and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and chunk[-3:-2] != b"\r" \
                 and self._data is not None and not self._data and not self._line_too_long:
             self._data.append(chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2])
-            self._dispatch()
+            self._dispatch(wanted)
             return
         self._take(chunk)
 
@@ -696,7 +709,8 @@ class BodyReader:
     _RESPONSES_EVENTS = (b"response.created", b"response.completed", b"response.incomplete",
                          b"response.failed", b"error")  # fmt: skip
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, wanted: bool = False) -> None:
+        """Read the event gathered; ``wanted``: the wanted-test already passed it."""
         data, event = self._data, self._event
         self._data, self._event = [], b""
         if data is None:
@@ -716,10 +730,10 @@ class BodyReader:
         elif api == OPENAI_RESPONSES:
             if event and event not in self._RESPONSES_EVENTS:
                 return
-        elif self._events > 1 and not _INTERESTING.search(payload):
+        elif self._events > 1 and not wanted and not _INTERESTING.search(payload):
             return  # a content delta: nothing for metrics in it
         try:
-            obj = json.loads(payload)
+            obj = _loads(payload)
         except ValueError:
             self.result.problems.append((FIELD_RESPONSE, "malformed_event"))
             return
@@ -741,7 +755,7 @@ class BodyReader:
             if whole is not None:
                 if whole.strip():
                     try:
-                        obj = json.loads(whole)
+                        obj = _loads(whole)
                     except ValueError:
                         obj = None
                         if self.active:
