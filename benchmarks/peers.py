@@ -45,6 +45,8 @@ VARIANTS = {
     "otel-v2-spanmeter": ("openai-v2 + spanmeter's processor", "peers", True),
     "spanmeter-zero-code": ("spanmeter zero-code (`setup` + `spanmeter.httpx.instrument`)", "peers", True),
     "spanmeter-zero-code-lean": ("spanmeter zero-code, `http_spans=False`", "peers", True),
+    "spanmeter-zero-code-spanless": ("spanmeter zero-code, `http_spans=False, genai_spans=False` (no span)", "peers",
+                                     True),  # fmt: skip
     "openlit": ("OpenLIT (`openlit.init`, metrics on, Prometheus reader)", "openlit", True),
 }
 
@@ -180,6 +182,10 @@ def _setup(variant: str, sink: str):
         import spanmeter.httpx
 
         spanmeter.httpx.instrument(meter, http_spans=False)
+    elif variant == "spanmeter-zero-code-spanless":
+        import spanmeter.httpx
+
+        spanmeter.httpx.instrument(meter, http_spans=False, genai_spans=False)
     else:
         raise SystemExit(f"unknown variant {variant}")
     return None, meter.tracer_provider.force_flush, lambda: generate_latest(registry)

@@ -18,6 +18,12 @@ and no ``traceparent`` header sent (so no trace continues at an LLM gateway), fo
 than half the CPU per call (the HTTP instrumentation is most of it; ``benchmarks/peers.py``).
 The metrics are the same either way: they come from the GenAI span.
 
+``genai_spans=False`` (with ``http_spans=False``) makes no span at all: what the GenAI span
+would carry goes straight to spanmeter's processor when the call ends, under the span that
+was current when it began (its agent run), so every metric is the same. The trade-off: LLM
+calls are not in your traces (no span, no cost on a span, no exemplar linking to one); the
+span is about half of the CPU spanmeter adds per call (``benchmarks/peers.py``).
+
 Usage is in the response body, which httpx reads after ``handle_request`` returns, so
 the span ends when the body does. Two pass-through taps, neither copying nor changing
 what the application gets: one on the transport's byte stream (beneath httpx's exception
@@ -75,6 +81,34 @@ _log = logging.getLogger("spanmeter")
 _INFERENCE_OPS = frozenset(op for op, kind in c.OPERATION_KINDS.items() if kind == c.KIND_INFERENCE)
 _CLOSED_EARLY = (wire.FIELD_RESPONSE, "closed_early")
 _NO_ATTRIBUTES: dict = {}
+
+
+class _Spanless:
+    """Stands in for the inference span with ``genai_spans=False``: keeps what the span would
+    carry and hands it to spanmeter's processor when the call ends. No span is made."""
+
+    __slots__ = ("attributes", "start", "parent", "failed", "processor")
+
+    def __init__(self, processor, attributes: dict):
+        self.processor = processor
+        self.attributes = attributes
+        self.start = time.time_ns()
+        context = trace.get_current_span().get_span_context()
+        self.parent = context.span_id if context.is_valid else None
+        self.failed = False
+
+    def set_attributes(self, attributes: dict) -> None:
+        self.attributes.update(attributes)
+
+    def set_status(self, status) -> None:
+        self.failed = status.status_code is StatusCode.ERROR
+
+    def end(self, end_time=None) -> None:
+        self.processor.record_call(self.attributes, self.start, end_time or time.time_ns(), self.failed,
+                                   self.parent, _SCOPE)  # fmt: skip
+
+
+_SCOPE = "spanmeter.httpx"  # the tracer's name: spans and spanless calls are one instrumentation
 
 
 class _Call:
@@ -139,8 +173,8 @@ class _Call:
             attributes = _result_attributes(result) if result is not None else {}
             if result is not None:
                 error_type = error_type or result.error_type
-                if result.input_tokens is not None or result.output_tokens is not None:
-                    self.owner._add_cost(attributes, self.request, result)
+                if (result.input_tokens is not None or result.output_tokens is not None) and self.owner.genai_spans:
+                    self.owner._add_cost(attributes, self.request, result)  # the processor prices spanless calls
             if self.request.stream and self.first is not None:
                 attributes[c.TIME_TO_FIRST_CHUNK] = self.first
             if error_type:
@@ -303,11 +337,12 @@ class _DecodedTap:
 class HttpxInstrumentation:
     """What :func:`instrument` enabled; :meth:`uninstrument` turns it off."""
 
-    def __init__(self, meter, matcher: wire.Matcher, http_spans: bool = True):
+    def __init__(self, meter, matcher: wire.Matcher, http_spans: bool = True, genai_spans: bool = True):
         self.meter = meter
         self.matcher = matcher
         self.http_spans = http_spans
-        self.tracer = trace.get_tracer("spanmeter.httpx", __version__, tracer_provider=meter.tracer_provider)
+        self.genai_spans = genai_spans
+        self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=meter.tracer_provider)
         self.instrumentors: list = []
         self.active = True
         self._patched: list = []  # (class, attribute, original, ours)
@@ -344,7 +379,10 @@ class HttpxInstrumentation:
             if parsed.model:
                 attributes[c.REQUEST_MODEL] = parsed.model
             name = f"{parsed.operation} {parsed.model}" if parsed.model else parsed.operation
-            span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+            if self.genai_spans:
+                span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+            else:
+                span = _Spanless(self.meter.processor, attributes)
             return _Call(span, parsed, self)
         except Exception:  # deliberate: never break the application's request
             self._fault()
@@ -464,7 +502,8 @@ class HttpxInstrumentation:
 _TRANSPORTS = (("HTTPTransport", "handle_request", False), ("AsyncHTTPTransport", "handle_async_request", True))
 
 
-def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: bool = True) -> HttpxInstrumentation:
+def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: bool = True,
+               genai_spans: bool = True) -> HttpxInstrumentation:  # fmt: skip
     """Measure every LLM call made with ``httpx`` or ``httpx2`` clients, sync and async.
 
     ``meter``: the :class:`spanmeter.Spanmeter` whose tracer provider and state to use
@@ -472,7 +511,8 @@ def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: 
     :class:`spanmeter.wire.Rule` objects, tried before the built-in ones
     (``default_rules=False`` drops those). ``http_spans=False``: GenAI spans only, no
     HTTP client spans and no ``traceparent`` header (about half the CPU per call; the
-    same metrics). Raises :class:`spanmeter.ConfigurationError` when a requirement is
+    same metrics). ``genai_spans=False`` (with ``http_spans=False``): no span at all, the
+    same metrics (LLM calls leave your traces). Raises :class:`spanmeter.ConfigurationError` when a requirement is
     missing or httpx is already instrumented (by spanmeter, or by the HTTP
     instrumentation when ``http_spans`` is on).
     """
@@ -485,6 +525,11 @@ def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: 
                 "spanmeter.httpx.instrument() needs a running spanmeter: call spanmeter.configure() "
                 "first, or pass meter=spanmeter.setup(...)"
             )
+    if not genai_spans and http_spans:
+        raise ConfigurationError(
+            "genai_spans=False records LLM calls without any span; it needs http_spans=False too "
+            "(an HTTP client span without its GenAI span would stand alone in the trace)"
+        )
     instrumentor_classes = {}
     if http_spans:
         try:
@@ -524,7 +569,7 @@ def instrument(meter=None, *, rules=(), default_rules: bool = True, http_spans: 
     if not targets:
         raise ConfigurationError("spanmeter.httpx found neither httpx nor httpx2 installed: nothing to measure")
 
-    owner = HttpxInstrumentation(meter, matcher, http_spans)
+    owner = HttpxInstrumentation(meter, matcher, http_spans, genai_spans)
     for module, instrumentor in targets:
         if instrumentor is not None:
             instrumentor.instrument(tracer_provider=meter.tracer_provider, meter_provider=NoOpMeterProvider())

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import itertools
 import threading
 import time
 import weakref
@@ -68,6 +69,8 @@ WAKE_AT = 256
 MAX_BACKLOG = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
 _BATCH = 512  # spans aggregated per hold of the state lock
+#: Ids of calls recorded without a span: above every 64-bit span id, so never one of them.
+_SPANLESS_IDS = itertools.count(1 << 64)
 #: Seconds at most a call waits for its open run to be given a missing attribution value.
 ATTRIBUTION_HOLD = 300.0
 
@@ -197,6 +200,33 @@ class SpanmeterProcessor(SpanProcessor):
                             span.end_time, context.trace_id, context.span_id,
                             scope.name if scope is not None else None, node, content_span,
                             context.trace_flags))  # fmt: skip
+            if self._thread is None:
+                self._start_thread()
+            if len(pending) % WAKE_AT == 0:
+                self._wake.set()
+        except Exception:  # deliberate: instrumentation must never break the app
+            self._fault()
+
+    def record_call(self, attrs: dict, start: int, end: int, failed: bool, parent_id: int | None,
+                    scope: str) -> None:  # fmt: skip
+        """An inference call that has no span (``spanmeter.httpx``'s ``genai_spans=False``): queued
+        as its ended span would be, below the node of the span current when it began
+        (``parent_id``), so its agent, run and reconciliation are the same; never raises."""
+        if self._stopped:
+            return
+        try:
+            opened = self._open
+            node = Node(None, next(_SPANLESS_IDS), opened.get(parent_id) if parent_id is not None else None,
+                        _INFERENCE)  # fmt: skip
+            node.ended = True
+            pending = self._pending
+            if len(pending) >= self._max_backlog:  # aggregation fell behind: shed, never block
+                with self._shed_lock:
+                    self._shed += 1
+                self._wake.set()
+                return
+            # no trace to link to: trace id 0 and unsampled flags (no exemplar)
+            pending.append((attrs, _INFERENCE, None, failed, None, start, end, 0, node.span_id, scope, node, None, 0))
             if self._thread is None:
                 self._start_thread()
             if len(pending) % WAKE_AT == 0:
