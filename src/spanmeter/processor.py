@@ -185,25 +185,18 @@ class SpanmeterProcessor(SpanProcessor):
                 name = span.name  # run and tool names may come from it
             if node is not None and (node.kind is None or kind in _RUNS):
                 node.type(kind, attrs, name or "")  # what it is and its name, from its final attributes
-            pending = self._pending
-            if len(pending) >= self._max_backlog:  # aggregation fell behind: shed, never block
-                with self._shed_lock:
-                    self._shed += 1
-                self._wake.set()
+            if len(self._pending) >= self._max_backlog:
+                self._shed_one()
                 return
             failed = span.status.status_code is _ERROR
             scope = span.instrumentation_scope
             # Only the frozen attribute dict and a few numbers wait, not the span: keeping
             # whole spans alive was measured to double the cost through the allocator and GC.
             content_span = span if kind == _AGENT and self._reads_content() else None
-            pending.append((attrs, kind, name, failed, events_of(span), span.start_time,
-                            span.end_time, context.trace_id, context.span_id,
-                            scope.name if scope is not None else None, node, content_span,
-                            context.trace_flags))  # fmt: skip
-            if self._thread is None:
-                self._start_thread()
-            if len(pending) % WAKE_AT == 0:
-                self._wake.set()
+            self._enqueue((attrs, kind, name, failed, events_of(span), span.start_time,
+                           span.end_time, context.trace_id, context.span_id,
+                           scope.name if scope is not None else None, node, content_span,
+                           context.trace_flags))  # fmt: skip
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
 
@@ -218,21 +211,30 @@ class SpanmeterProcessor(SpanProcessor):
             opened = self._open
             node = Node(None, next(_SPANLESS_IDS), opened.get(parent_id) if parent_id is not None else None,
                         _INFERENCE)  # fmt: skip
-            node.ended = True
-            pending = self._pending
-            if len(pending) >= self._max_backlog:  # aggregation fell behind: shed, never block
-                with self._shed_lock:
-                    self._shed += 1
-                self._wake.set()
+            node.end()
+            if len(self._pending) >= self._max_backlog:
+                self._shed_one()
                 return
             # no trace to link to: trace id 0 and unsampled flags (no exemplar)
-            pending.append((attrs, _INFERENCE, None, failed, None, start, end, 0, node.span_id, scope, node, None, 0))
-            if self._thread is None:
-                self._start_thread()
-            if len(pending) % WAKE_AT == 0:
-                self._wake.set()
+            self._enqueue((attrs, _INFERENCE, None, failed, None, start, end, 0, node.span_id, scope, node, None, 0))
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
+
+    def _shed_one(self) -> None:
+        """Aggregation fell behind (``max_backlog`` waiting): an ended span is shed, counted, and
+        the aggregator woken; the application is never blocked."""
+        with self._shed_lock:
+            self._shed += 1
+        self._wake.set()
+
+    def _enqueue(self, item: tuple) -> None:
+        """Queue an ended span's item for aggregation (the aggregator starts with the first)."""
+        pending = self._pending
+        pending.append(item)
+        if self._thread is None:
+            self._start_thread()
+        if len(pending) % WAKE_AT == 0:
+            self._wake.set()
 
     def _reads_content(self) -> bool:
         return self.evaluator is not None and self.evaluator.read_span_content
@@ -406,11 +408,7 @@ class SpanmeterProcessor(SpanProcessor):
             e.held = (duration, priced)  # added when its run has the value (charged up the run now)
             self._held.append((e, time.monotonic()))
         else:
-            # positional arguments (call, duration, ttfc, priced, no_usage, attribution): keywords cost 30 ns more
-            series = state.add_call_locked(agent, record, tokens, call, duration, record.time_to_first_chunk, priced,
-                                           e.no_usage, attribution)  # fmt: skip
-            if e.sampled:
-                exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
+            self._add_call_locked(e, duration, priced, attribution)
         node = e.node
         if node is not None:
             i, o = tokens[0], tokens[1]
@@ -485,6 +483,15 @@ class SpanmeterProcessor(SpanProcessor):
             return self._span_content(e.content, name, e.trace_id)
         return None
 
+    def _add_call_locked(self, e: Entry, duration, priced, attribution) -> None:
+        """Count a call (``e.agent`` known) in its series, with its exemplar when it is sampled."""
+        call = e.call
+        # positional arguments (call, duration, ttfc, priced, no_usage, attribution): keywords cost 30 ns more
+        series = self.state.add_call_locked(e.agent, e.record, e.tokens, call, duration,
+                                            e.record.time_to_first_chunk, priced, e.no_usage, attribution)  # fmt: skip
+        if e.sampled:
+            exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, e.end)
+
     def _awaits_attribution(self, e: Entry, values: tuple) -> bool:
         """Whether a call lacks a span-sourced attribution value while its run is still open
         (the run may be given it before it ends: ``app.tenant_id`` set once the request is parsed)."""
@@ -506,12 +513,7 @@ class SpanmeterProcessor(SpanProcessor):
                         and self._awaits_attribution(e, attribution)):  # fmt: skip
                     held.append((e, since))
                     continue
-                duration, priced = e.held
-                call = e.call
-                series = self.state.add_call_locked(e.agent, e.record, e.tokens, call, duration,
-                                                    e.record.time_to_first_chunk, priced, e.no_usage, attribution)  # fmt: skip
-                if e.sampled:
-                    exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, e.end)
+                self._add_call_locked(e, *e.held, attribution)
             except Exception:  # deliberate: one bad span must not cost the others
                 self._fault_locked()
 
