@@ -10,9 +10,10 @@ Hot path (the application's thread): ``on_start`` classifies the span and, when 
 an agent run or is itself a GenAI span, remembers its node by span id (a dictionary insert);
 ``on_end`` forgets it and, for a GenAI span, queues its frozen attribute dictionary with a
 few numbers (a deque append). Nothing else runs there, and nothing there waits for a lock
-that aggregation holds: when more than ``max_backlog`` ended spans wait, new ones are shed
-and counted in ``spanmeter_spans_shed_total{reason="backlog"}`` (the application is never
-blocked instead). Whole ended spans are never queued, nor kept by their ancestry node
+that aggregation holds: when ``max_backlog`` ended spans wait, new ones are shed and
+counted in ``spanmeter_spans_shed_total{reason="backlog"}`` (the application is never
+blocked instead). The bound is checked without a lock, so threads ending spans at the same
+instant may each add one more: at most ``max_backlog`` plus one per such thread wait. Whole ended spans are never queued, nor kept by their ancestry node
 (:meth:`spanmeter.ancestry.Node.end`): keeping them alive until a batch ran was measured to
 double the total cost, through the allocator and the garbage collector.
 Neither method ever raises into the application: a broad catch counts the error in
@@ -65,7 +66,8 @@ _AGENT, _INFERENCE, _TOOL, _WORKFLOW = c.KIND_AGENT, c.KIND_INFERENCE, c.KIND_TO
 _RUNS = (_AGENT, _WORKFLOW)
 #: Ended spans waiting for aggregation that wake the aggregating thread early.
 WAKE_AT = 256
-#: Ended spans waiting beyond which new ones are shed (counted, never blocking the app).
+#: Ended spans waiting beyond which new ones are shed (counted, never blocking the app; checked
+#: without a lock, so each thread ending a span at that instant may add one more).
 MAX_BACKLOG = 100_000
 _DRAIN_INTERVAL = 1.0  # seconds between aggregations when few spans end
 _BATCH = 512  # spans aggregated per hold of the state lock

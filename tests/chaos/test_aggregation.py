@@ -72,7 +72,8 @@ def test_threads_are_never_blocked_and_every_span_is_counted_or_shed():
         meter.state.flush()
         s = Scrape(httpx.get(meter.metrics_url, timeout=30).text)
         counted, shed = s.total("model_inference_calls_total"), s.value("spanmeter_spans_shed_total", reason="backlog")
-        assert counted == 2_000 and counted + shed == 20_000
+        # the bound is checked without a lock: each of the 4 threads may add one past it
+        assert 2_000 <= counted <= 2_000 + len(threads) and counted + shed == 20_000
     finally:
         meter.shutdown()
 
