@@ -263,3 +263,39 @@ def test_a_call_without_usage_completed_by_a_second_instrumentation_in_its_round
     assert s.total("model_inference_calls_total") == 2
     assert s.total("agent_token_usage_total", token_type="input") == 2400
     assert s.total("spanmeter_inference_without_usage_total") == 0
+
+
+SPLIT = {"gen_ai.usage.text.input_tokens": 1000, "gen_ai.usage.image.input_tokens": 150,
+         "gen_ai.response.finish_reasons": ("stop",)}  # fmt: skip
+
+
+def test_the_usage_span_of_a_stream_brings_its_modality_split_and_finish_reasons(meter, scrape):
+    tracer = meter.tracer_provider.get_tracer("logfire.openai")
+    root = _start(tracer, "handler", {})
+    _start(tracer, "Chat Completion with 'gpt-4o-mini'", _logfire(), root).end(end_time=T0 + 5 * MS)
+    log = _start(tracer, "streaming response from 'gpt-4o-mini'", {**_logfire((1200, 300), "log"), **SPLIT}, root,
+                 at=T0 + 500 * MS)  # fmt: skip
+    log.end(end_time=T0 + 500 * MS)
+    root.end(end_time=T0 + 600 * MS)
+    s = scrape()
+    usage = "gen_ai_client_inference_usage_input_tokens_total"
+    assert s.total(usage, gen_ai_token_modality="text") == 1000
+    assert s.total(usage, gen_ai_token_modality="image") == 150
+    assert s.total(usage, gen_ai_token_modality="unknown") == 50
+    assert s.total("model_finish_reasons_total", finish_reason="stop") == 1
+
+
+def test_usage_that_comes_after_its_call_was_counted_keeps_its_modality_split(meter, scrape):
+    tracer = meter.tracer_provider.get_tracer("logfire.openai")
+    root = _start(tracer, "handler", {})
+    _start(tracer, "Chat Completion with 'gpt-4o-mini'", _logfire(), root).end(end_time=T0 + 5 * MS)
+    assert scrape().total("model_inference_calls_total") == 1  # counted before its stream ended
+    log = _start(tracer, "streaming response from 'gpt-4o-mini'", {**_logfire((1200, 300), "log"), **SPLIT}, root,
+                 at=T0 + 9**9)  # fmt: skip
+    log.end(end_time=T0 + 9**9)
+    s = scrape()
+    usage = "gen_ai_client_inference_usage_input_tokens_total"
+    assert s.total(usage, gen_ai_token_modality="text") == 1000
+    assert s.total(usage, gen_ai_token_modality="image") == 150
+    assert s.total(usage, gen_ai_token_modality="unknown") == 50
+    assert s.total("model_inference_calls_total") == 1

@@ -217,6 +217,8 @@ def add_modalities(counts: list[int], tokens: tuple, split: tuple | None) -> Non
             counts[n * width + unknown] += total - known
 
 
+_OWN_SPLIT = object()  # add_call_locked: the modality split is the record's own
+
 # where each token type's "unknown" modality count is in ModelSeries.modality_tokens (TOKEN_TYPES order)
 _UNKNOWN_INPUT, _UNKNOWN_OUTPUT, _UNKNOWN_CACHE_READ, _UNKNOWN_CACHE_WRITE, _UNKNOWN_REASONING = (
     n * len(MODALITIES) + len(MODALITIES) - 1 for n in range(len(TOKEN_TYPES)))
@@ -581,13 +583,14 @@ class State:
         return series
 
     def add_call_locked(self, agent, record, tokens, call: bool, duration, ttfc, priced, no_usage: int = 0,
-                        attribution: tuple | None = None):
+                        attribution: tuple | None = None, split=_OWN_SPLIT):
         """An inference span: a call (``call``) or only tokens and cost of one counted elsewhere.
 
         ``tokens`` (GenAI meaning), ``priced`` (None, UNPRICED or (femto-dollars, source)) and
         ``no_usage`` (calls of this series without usage) were decided by the reconciliation.
         ``attribution``: raw values of the attribution labels (None when none is configured).
-        Returns the series.
+        ``split``: the modality split of ``tokens`` when it is not ``record``'s (the usage span
+        of a call counted earlier). Returns the series.
         """
         key = (agent, record.model, record.provider, record.operation, record.response_model, record.error_type,
                attribution)  # fmt: skip
@@ -642,8 +645,8 @@ class State:
                 counts[3] += cw
             if rs is not None:
                 counts[4] += rs
-            # a late usage span's split is not on the call's record: all of it is "unknown" then
-            split = record.modality_tokens if call else None
+            if split is _OWN_SPLIT:
+                split = record.modality_tokens
             if split is None:  # add_modalities' common case: all of each total is "unknown" (unrolled)
                 modality = series.modality_tokens
                 if i and i > 0:

@@ -110,7 +110,7 @@ LLM_REQUEST_TYPE = "llm.request.type"  # before it wrote gen_ai.operation.name
 CONVERSATION_ENDED = "spanmeter.conversation.ended"
 CONVERSATION_ESCALATED = "spanmeter.conversation.escalated"
 # --- GenAI conventions of 2026 (semantic-conventions-genai; Development stability) ----------
-#: The process's top-level agent (entity ``gen_ai.main_agent``), on spans or their resource.
+#: The process's top-level agent (entity ``gen_ai.main_agent``), read from span attributes.
 MAIN_AGENT_NAME = "gen_ai.main_agent.name"
 MAIN_AGENT_NAME_MS = "microsoft.gen_ai.main_agent.name"  # Azure Monitor's processor copies it so
 #: Per-operation cost (PR #443, issue #287): amount, ISO 4217 currency, provider|local.

@@ -386,7 +386,8 @@ class SpanmeterProcessor(SpanProcessor):
             tokens = e.record.tokens
             priced = self._price_call(target.record, tokens, e.end, e.attrs)
             series = state.add_call_locked(target.agent, target.record, tokens, call=False, duration=None, ttfc=None,
-                                           priced=priced, attribution=self._attribution_of(target))  # fmt: skip
+                                           priced=priced, attribution=self._attribution_of(target),
+                                           split=e.record.modality_tokens)  # fmt: skip
             if e.sampled:  # an exemplar links to a trace: only to one the tracer exports
                 exemplars.keep_call(series, None, priced, e.trace_id, e.span_id, e.end)
             ancestry.charge_call(target.node, (tokens[0] or 0) + (tokens[1] or 0), _femto(priced), count=False)

@@ -299,6 +299,8 @@ class Reconciler:
                         reasoning=u.reasoning, response_id=u.response_id or p.record.response_id,
                         response_model=p.record.response_model or u.response_model, awaits_usage=False,
                         drops=(p.record.drops or []) + (u.drops or []) or None,
+                        modality_tokens=u.modality_tokens or p.record.modality_tokens,
+                        finish_reasons=p.record.finish_reasons or u.finish_reasons,
                     )  # fmt: skip
                     if e.end.__class__ is int and p.end.__class__ is int and e.end > p.end:
                         p.end = e.end  # the call lasted until its stream ended
