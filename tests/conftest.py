@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import httpx
@@ -11,6 +12,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import spanmeter
+
+# The demo tests press Ctrl-C (SIGINT) as a terminal would. A harness that starts the suite in the
+# background (`cmd &` in a script) has SIGINT ignored, and an ignored signal stays ignored across
+# exec: the demo would never see it. Handled here, children start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Scrape:
