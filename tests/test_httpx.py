@@ -405,7 +405,8 @@ def test_without_http_spans_it_works_beside_the_http_instrumentation_and_twice_i
 def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works_again(meter, providers, exporter):
     from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
-    original = httpx2.HTTPTransport.__dict__["handle_request"]
+    originals = [(cls, name, cls.__dict__[name]) for cls, name in ((httpx2.HTTPTransport, "handle_request"),
+                                                                  (httpx2.AsyncHTTPTransport, "handle_async_request"))]  # fmt: skip
     handle = spanmeter.httpx.instrument(meter, http_spans=False)
     HTTPX2ClientInstrumentor().instrument(tracer_provider=meter.tracer_provider)  # wraps spanmeter's wrapper
     client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
@@ -419,7 +420,8 @@ def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works
     finally:
         HTTPX2ClientInstrumentor().uninstrument()
         assert httpx2.HTTPTransport.__dict__["handle_request"]._spanmeter is handle  # left passing through
-        httpx2.HTTPTransport.handle_request = original  # for the other tests
+        for cls, name, original in originals:  # sync and async, for the other tests
+            setattr(cls, name, original)
     assert len(inference_spans(exporter)) == 1
 
 
