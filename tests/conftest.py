@@ -10,11 +10,13 @@ import pytest
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
+from opentelemetry.metrics import _internal as otel_metrics
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import spanmeter
+from spanmeter import config as spanmeter_config
 
 
 class Scrape:
@@ -86,9 +88,10 @@ def wait_until(condition, what: str, timeout: float = 20.0, interval: float = 0.
 # leaves current or patched (an OpenTelemetry context, a wrapped SDK or transport method, the
 # process-wide spanmeter) changes what the next one measures. Each test must leave these as
 # it found them; the guard fails the test that did not, naming what it left, and restores them.
-# Not checked: the global tracer and meter providers. OpenTelemetry lets a process set them
-# once, configure() joins them by design, and resetting them takes private attributes while
-# instrumentations keep the tracers they resolved from the old ones.
+# Restored without failing: the global tracer and meter providers. Setting them is what
+# configure() is for, and OpenTelemetry lets a process do it once, so its tests cannot undo
+# it; left set, they change what later tests see (the anthropic SDK then traces every call on
+# that provider) and make configure() join instead of install, by test order.
 
 #: Methods that spanmeter.httpx and the OpenTelemetry instrumentations wrap, as (module, class, attribute).
 _PATCHABLE = (
@@ -153,12 +156,29 @@ def _leaks(when: str) -> list[str]:
     return leaks
 
 
+def _global_providers() -> tuple:
+    """OpenTelemetry's global providers, whether each was set, and configure()'s memory of them
+    (OpenTelemetry's private globals, as its own test utilities reset them)."""
+    return (otel_trace._TRACER_PROVIDER, otel_trace._TRACER_PROVIDER_SET_ONCE._done,
+            otel_metrics._METER_PROVIDER, otel_metrics._METER_PROVIDER_SET_ONCE._done,
+            spanmeter_config._global_meter_provider, spanmeter_config._global_resource)  # fmt: skip
+
+
+def _set_global_providers(saved: tuple) -> None:
+    (otel_trace._TRACER_PROVIDER, otel_trace._TRACER_PROVIDER_SET_ONCE._done,
+     otel_metrics._METER_PROVIDER, otel_metrics._METER_PROVIDER_SET_ONCE._done,
+     spanmeter_config._global_meter_provider, spanmeter_config._global_resource) = saved  # fmt: skip
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_state():
     """Fail a test that leaves an OpenTelemetry context attached, an SDK or transport method
     patched, or ``spanmeter.configure`` running; restore them so the next test starts clean."""
     leaks = _leaks("before the test (by a wider-scoped fixture?)")
+    providers = _global_providers()
     yield
     leaks += _leaks("after the test")
+    if _global_providers() != providers:
+        _set_global_providers(providers)
     if leaks:
         pytest.fail("global state left behind:\n  " + "\n  ".join(leaks), pytrace=False)
