@@ -179,3 +179,37 @@ def test_record_decision_names_the_tool_on_the_event(spans):
     assert event.name == "gen_ai.tool.call.decision"
     assert dict(event.attributes) == {"gen_ai.tool.call.decision.outcome": "require_approval",
                                       "gen_ai.tool.name": "refund"}  # fmt: skip
+
+
+def test_a_run_left_while_a_generator_holds_a_call_open_ends_and_is_not_left_current(meter, scrape):
+    """A streamed answer written as a generator, read one chunk and kept: leaving the run must
+    end it and restore the context, or every later span and call is charged to a dead run."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    meter.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def answer():
+        with meter.model_call("gpt-4o", provider="openai") as call:
+            call.record_usage(input_tokens=10, output_tokens=2)
+            yield "first chunk"
+            yield "second chunk"
+
+    with meter.agent_run("support"):
+        stream = answer()
+        next(stream)  # the consumer takes one chunk and keeps the generator
+    assert trace.get_current_span() is trace.INVALID_SPAN  # neither the run nor its open call stays current
+    with meter.agent_run("billing"):
+        with meter.model_call("gpt-4o", provider="openai") as call:
+            call.record_usage(input_tokens=5, output_tokens=1)
+    stream.close()  # the abandoned call ends where it is closed: outside the context it entered
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")}
+    assert spans["invoke_agent billing"].parent is None  # not a child of the run left before
+    s = scrape()
+    assert s.total("agent_requests_total", agent_name="support") == 1  # the run left was counted
+    assert s.total("agent_requests_total", agent_name="billing") == 1
+    assert s.total("model_inference_calls_total", agent_name="billing") == 1
+    assert s.total("model_inference_calls_total", agent_name="support") == 1  # the abandoned call, once

@@ -307,6 +307,34 @@ def test_the_http_span_is_not_a_second_inference_and_model_call_is_not_doubled(m
     assert not any(k.startswith("gen_ai.") for sp in http_spans for k in sp.attributes)
 
 
+@pytest.mark.parametrize("genai_spans", [True, False], ids=["genai-spans", "spanless"])
+def test_a_call_the_sdk_traces_on_another_tracer_provider_is_counted_under_its_run(meter, providers, scrape,
+                                                                                   genai_spans):  # fmt: skip
+    """The anthropic SDK traces each call itself, on the global tracer provider by default: when
+    that is the app's own SDK provider, not spanmeter's, spanmeter never sees that span, so the
+    call must be measured over HTTP, under the run it was made in (CI saw it counted nowhere)."""
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider()  # the app's, exporting its traces elsewhere
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    providers.usage = Usage(input=1000, output=250, cache_read=300, cache_write=200, reasoning=0)
+    handle = spanmeter.httpx.instrument(meter, http_spans=False, genai_spans=genai_spans)
+    try:
+        client = anthropic.Anthropic(base_url=providers.url, api_key="test", max_retries=0,
+                                     open_telemetry={"tracer_provider": app_provider})  # fmt: skip
+        with meter.agent_run("support"):
+            client.messages.create(model="claude-test-sonnet", max_tokens=64, messages=MESSAGES)
+        client.messages.create(model="claude-test-sonnet", max_tokens=64, messages=MESSAGES)
+    finally:
+        handle.uninstrument()
+    assert [s.attributes["gen_ai.operation.name"] for s in app_exporter.get_finished_spans()] == ["chat", "chat"]
+    per_call = {"input": 1500, "output": 250, "cache_read": 300, "cache_write": 200, "reasoning": 0}
+    assert tokens(scrape, "claude-test-sonnet", agent="support") == per_call
+    assert tokens(scrape, "claude-test-sonnet") == per_call  # the call outside the run
+    s = scrape()
+    assert s.total("model_inference_calls_total") == 2
+    assert s.value("agent_inference_calls_per_run_sum", agent_name="support") == 1
+
+
 def test_requests_that_are_not_model_calls_make_no_inference(meter, instrumented, providers, scrape, exporter):
     with httpx2.Client() as client:
         client.get(providers.url + "/v1/chat/completions")  # not a POST
@@ -405,7 +433,8 @@ def test_without_http_spans_it_works_beside_the_http_instrumentation_and_twice_i
 def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works_again(meter, providers, exporter):
     from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
-    original = httpx2.HTTPTransport.__dict__["handle_request"]
+    originals = [(cls, name, cls.__dict__[name]) for cls, name in ((httpx2.HTTPTransport, "handle_request"),
+                                                                  (httpx2.AsyncHTTPTransport, "handle_async_request"))]  # fmt: skip
     handle = spanmeter.httpx.instrument(meter, http_spans=False)
     HTTPX2ClientInstrumentor().instrument(tracer_provider=meter.tracer_provider)  # wraps spanmeter's wrapper
     client = openai.OpenAI(base_url=providers.url + "/v1", api_key="test", max_retries=0)
@@ -419,7 +448,8 @@ def test_uninstrument_under_another_wrapper_stops_measuring_and_instrument_works
     finally:
         HTTPX2ClientInstrumentor().uninstrument()
         assert httpx2.HTTPTransport.__dict__["handle_request"]._spanmeter is handle  # left passing through
-        httpx2.HTTPTransport.handle_request = original  # for the other tests
+        for cls, name, original in originals:  # sync and async, for the other tests
+            setattr(cls, name, original)
     assert len(inference_spans(exporter)) == 1
 
 

@@ -64,7 +64,7 @@ def _tracer(tracer_provider) -> trace.Tracer:
 class SpanHandle:
     """What the ``as`` of a scope gives: the span, and a way to mark a failure."""
 
-    __slots__ = ("span", "_started", "_error_type", "_scope", "_token")
+    __slots__ = ("span", "_started", "_error_type", "_scope", "_token", "_outer")
 
     def __init__(self, span):
         self.span = span
@@ -72,6 +72,7 @@ class SpanHandle:
         self._error_type: str | None = None
         self._scope = None  # the scope entered, and the token of the context it attached
         self._token = None
+        self._outer = None  # the entry that was innermost when this one entered
 
     def fail(self, error_type: str = c.ERROR_OTHER, description: str | None = None) -> None:
         """Mark the operation failed (``timeout`` in the type counts as a timeout).
@@ -199,9 +200,15 @@ class ToolCall(SpanHandle):
 
 
 class _Scope:
-    """One span per use, as ``with``, ``async with`` or decorator."""
+    """One span per use, as ``with``, ``async with`` or decorator.
 
-    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_evaluator")
+    Left while a scope entered inside it is still open (a generator holding a ``with``,
+    read in part and kept), it still ends its span and restores the context it found, so
+    nothing later is charged to it; a scope exited in another context than its entry's (that
+    generator closed or collected elsewhere) ends its span when it has only one open.
+    """
+
+    __slots__ = ("_name", "_kind", "_attributes", "_handle_cls", "_tracer_provider", "_evaluator", "_open")
 
     def __init__(self, name, kind, attributes, handle_cls, tracer_provider, evaluator=None):
         self._name = name
@@ -210,6 +217,7 @@ class _Scope:
         self._handle_cls = handle_cls
         self._tracer_provider = tracer_provider
         self._evaluator = evaluator
+        self._open: list = []  # handles entered and not exited (one, unless the scope is shared)
 
     def _fresh(self) -> _Scope:
         return _Scope(
@@ -220,16 +228,31 @@ class _Scope:
         span = _tracer(self._tracer_provider).start_span(self._name, kind=self._kind, attributes=self._attributes)
         handle = self._handle_cls(span)
         handle._scope = self
+        handle._outer = otel_context.get_value(_ENTRY)
         # The entry lives in the context it attaches, not on the scope: a scope entered by
         # two tasks at once finds each task's own entry at exit.
         handle._token = otel_context.attach(otel_context.set_value(_ENTRY, handle, trace.set_span_in_context(span)))
+        self._open.append(handle)
         return handle
 
     def __exit__(self, exc_type, exc, tb) -> None:
         handle = otel_context.get_value(_ENTRY)
-        if handle is None or handle._scope is not self:
-            # Exited in another context than entered, or out of order: nothing of ours to end.
-            _log.warning("spanmeter: %s exited where it was not entered (another task or thread?)", self._name)
+        while handle is not None and handle._scope is not self:
+            handle = handle._outer  # left before a scope entered inside it (a kept generator's)
+        token = None
+        if handle is not None:
+            token = handle._token  # ours is in this context: detaching restores what we found
+        else:
+            entered = self._open[:]
+            if len(entered) != 1:  # shared by tasks or threads: which entry is this one's is unknown
+                _log.warning("spanmeter: %s exited where it was not entered (another task or thread?)", self._name)
+                return
+            handle = entered[0]  # exited elsewhere (a generator closed or collected): end it, leave the context
+        try:
+            self._open.remove(handle)
+        except ValueError:  # its span ended already (exited elsewhere first): only the context is left
+            if token is not None:
+                otel_context.detach(token)
             return
         span = handle.span
         try:
@@ -240,7 +263,8 @@ class _Scope:
             if self._handle_cls is ModelCall and handle._tokens is not None:
                 self._price(handle)
         finally:
-            otel_context.detach(handle._token)
+            if token is not None:
+                otel_context.detach(token)
             span.end()
             if self._handle_cls is AgentRun and (handle._input is not None or handle._output is not None):
                 self._offer(handle)

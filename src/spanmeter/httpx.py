@@ -44,9 +44,11 @@ name), when the application closes the response early (what was read so far; cou
 application neither reads to the end nor closes, when the response is garbage-collected,
 with the time of the last byte seen as its end (``abandoned``).
 
-Counted once: a request made while an inference span is current (``spanmeter.model_call``,
-or an SDK instrumentation's ``chat`` span) is already measured by that span, and gets no
-second one. Provider errors: ``error.type`` from the error body (``rate_limit_exceeded``,
+Counted once: a request made while an inference span of this spanmeter's tracer provider
+is current (``spanmeter.model_call``, or an SDK instrumentation's ``chat`` span) is already
+measured by that span, and gets no second one. An inference span of another provider (the
+anthropic SDK traces each call on the global one by default: the app's own, say) never
+reaches spanmeter: the request is measured, under the span that one was made in. Provider errors: ``error.type`` from the error body (``rate_limit_exceeded``,
 ``rate_limit_error``, ``overloaded_error``, ``RESOURCE_EXHAUSTED``,
 ``context_length_exceeded``), else the HTTP status (``429``, ``529``...).
 
@@ -89,11 +91,11 @@ class _Spanless:
 
     __slots__ = ("attributes", "start", "parent", "failed", "processor")
 
-    def __init__(self, processor, attributes: dict):
+    def __init__(self, processor, attributes: dict, parent):
         self.processor = processor
         self.attributes = attributes
         self.start = time.time_ns()
-        context = trace.get_current_span().get_span_context()
+        context = parent.get_span_context()
         self.parent = context.span_id if context.is_valid else None
         self.failed = False
 
@@ -360,10 +362,19 @@ class HttpxInstrumentation:
             if rule is None:
                 return None
             current = trace.get_current_span()
+            parent = None  # the context to measure the call in when not the current one
             if current.is_recording():
                 attrs = getattr(current, "attributes", None)
                 if attrs and attrs.get(c.OPERATION_NAME) in _INFERENCE_OPS:
-                    return None  # an outer inference span already measures this call
+                    if current.get_span_context().span_id in self.meter.processor._open:
+                        return None  # an outer inference span of this spanmeter already measures this call
+                    # One of another tracer provider (the anthropic SDK's own span, on the app's
+                    # global provider): this spanmeter never sees it, so the call is measured here,
+                    # under the span that one was made in (its agent run).
+                    outer = getattr(current, "parent", None)
+                    if outer is not None:
+                        current = trace.NonRecordingSpan(outer)
+                        parent = trace.set_span_in_context(current)
             body = None
             stream = request.stream
             if isinstance(stream, module.ByteStream):  # bytes already in memory: safe to read
@@ -380,9 +391,9 @@ class HttpxInstrumentation:
                 attributes[c.REQUEST_MODEL] = parsed.model
             name = f"{parsed.operation} {parsed.model}" if parsed.model else parsed.operation
             if self.genai_spans:
-                span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+                span = self.tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
             else:
-                span = _Spanless(self.meter.processor, attributes)
+                span = _Spanless(self.meter.processor, attributes, current)
             return _Call(span, parsed, self)
         except Exception:  # deliberate: never break the application's request
             self._fault()
