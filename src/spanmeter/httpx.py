@@ -48,7 +48,10 @@ Counted once: a request made while an inference span of this spanmeter's tracer 
 is current (``spanmeter.model_call``, or an SDK instrumentation's ``chat`` span) is already
 measured by that span, and gets no second one. An inference span of another provider (the
 anthropic SDK traces each call on the global one by default: the app's own, say) never
-reaches spanmeter: the request is measured, under the span that one was made in. Provider errors: ``error.type`` from the error body (``rate_limit_exceeded``,
+reaches spanmeter: the request is measured, under the span that one was made in (its agent
+run; ``unknown`` when that one is another provider's too).
+
+Provider errors: ``error.type`` from the error body (``rate_limit_exceeded``,
 ``rate_limit_error``, ``overloaded_error``, ``RESOURCE_EXHAUSTED``,
 ``context_length_exceeded``), else the HTTP status (``429``, ``529``...).
 
@@ -366,7 +369,7 @@ class HttpxInstrumentation:
             if current.is_recording():
                 attrs = getattr(current, "attributes", None)
                 if attrs and attrs.get(c.OPERATION_NAME) in _INFERENCE_OPS:
-                    if current.get_span_context().span_id in self.meter.processor._open:
+                    if self.meter.processor.has_open(current.get_span_context().span_id):
                         return None  # an outer inference span of this spanmeter already measures this call
                     # One of another tracer provider (the anthropic SDK's own span, on the app's
                     # global provider): this spanmeter never sees it, so the call is measured here,

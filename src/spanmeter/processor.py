@@ -254,6 +254,11 @@ class SpanmeterProcessor(SpanProcessor):
             self._wake.clear()
             self.drain()
 
+    def has_open(self, span_id: int) -> bool:
+        """Whether the span ``span_id`` started on this processor's provider and is open (every
+        GenAI span is remembered from its start; the oldest are forgotten beyond ``max_open_spans``)."""
+        return span_id in self._open
+
     @property
     def open_spans(self) -> int:
         """Started spans remembered for ancestry (bounded by ``max_open_spans``)."""
