@@ -53,6 +53,7 @@ def test_no_label_can_carry_prompts_user_or_conversation_ids():
         "gen_ai_token_modality",  # text, image, audio, unknown
         "finish_reason",  # the provider's stop reason (stop, length, ...), bounded by label_limits
         "decision",  # allow | deny | require_approval only (conventions.decision_of)
+        "metric", "scope",  # a catalogue metric's name, an instrumentation scope's (spanmeter_deferred_metric_info)
     }  # fmt: skip
     assert {key for m in METRICS for key in m.exposed_labels} == reviewed
     dims = {dim for table in TABLES.values() for dim in table}

@@ -194,6 +194,7 @@ def test_alone_spanmeter_exports_its_genai_metrics():
         meter.shutdown()
     assert s.total("gen_ai_client_inference_duration_seconds_count") == 1  # current names by default
     assert meter.reader.deferrals.deferred == {}
+    assert s.total("spanmeter_deferred_metric_info") == 0
 
 
 @pytest.mark.parametrize("spec", [s for s in GENAI if s.kind == HISTOGRAM], ids=lambda s: s.name)
@@ -219,6 +220,9 @@ def test_a_genai_metric_another_scope_records_is_left_to_it(spec, caplog):
     assert s.total(f"{spec.exposed_name}_count") == 1  # the other scope's one observation
     assert meter.reader.deferrals.deferred == {spec.name: "some.instrumentation"}
     assert s.total("model_inference_calls_total") == 1  # spanmeter's own families stay
+    # what was left out, and for whom, is on /metrics from the collection after it was seen
+    assert s.value("spanmeter_deferred_metric_info", metric=spec.exposed_name, scope="some.instrumentation") == 1
+    assert s.total("spanmeter_deferred_metric_info") == 1
 
 
 def _types(text: str) -> list[str]:

@@ -494,6 +494,7 @@ class State:
             "open_conversations": Table("open_conversations", ValueSeries),
             "price_sources": Table("price_sources", CountSeries),
             "price_catalogue": Table("price_catalogue", InfoSeries),
+            "deferred": Table("deferred", InfoSeries),
             "otlp_failures": Table("otlp_failures", CountSeries),
             "tool_decisions": Table("tool_decisions", CountSeries),
         }
@@ -733,6 +734,13 @@ class State:
             series = self.tables[table].series
             series.clear()
             if dims is not None:
+                series[dims] = InfoSeries(dims)
+
+    def add_info(self, table: str, dims: tuple) -> None:
+        """Add ``dims`` to the series of an info table."""
+        with self.lock:
+            series = self.tables[table].series
+            if dims not in series:
                 series[dims] = InfoSeries(dims)
 
     # --- conversations ------------------------------------------------------------------

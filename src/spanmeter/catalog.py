@@ -51,6 +51,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "open_conversations": (),
     "price_sources": ("source",),
     "price_catalogue": ("catalogue", "version"),
+    "deferred": ("metric", "scope"),
     "otlp_failures": ("signal",),
     "tool_decisions": ("agent", "tool", "decision"),
 }
@@ -375,6 +376,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "The price catalogue in use and its version or date (value is always 1).",
                "price_catalogue", "value", (("catalogue", "catalogue"), ("version", "version")),
                family="self"),
+    MetricSpec("spanmeter_deferred_metric_info", GAUGE, "1",
+               "spanmeter's metrics left out because another instrumentation scope of the process "
+               "exports the same name (its series count the same calls); value is always 1.",
+               "deferred", "value", (("metric", "metric"), ("scope", "scope")), family="self"),
     MetricSpec("spanmeter_inference_without_usage", COUNTER, "{call}",
                "Inference calls whose spans carried no token usage (unknown is not zero: their "
                "tokens and cost are missing from the token and cost metrics).",

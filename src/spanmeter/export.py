@@ -110,7 +110,7 @@ class ProducingReader:
                  cardinality_limit: int = SDK_CARDINALITY_LIMIT, **kwargs):  # fmt: skip
         self._spanmeter_state = state
         self._spanmeter_resource = resource or Resource.get_empty()
-        self.deferrals = Deferrals()
+        self.deferrals = Deferrals(state)
         if _accepts(super().__init__, "cardinality_limits"):
             kwargs["cardinality_limits"] = sdk_cardinality_limits(cardinality_limit)
         super().__init__(*args, **kwargs)
@@ -165,16 +165,20 @@ def exported_names(metrics_data: MetricsData | None) -> dict[str, str]:
     return names
 
 
+_MAX_SCOPE = 256  # characters of an instrumentation scope's name kept in a label
+
 class Deferrals:
     """spanmeter's metrics that another instrumentation scope exports under the same name.
 
     From the first collection that shows one, spanmeter leaves its own copy out for good
-    (logged once): the other scope's series count the same calls (``gen_ai.*`` metrics of
-    an official instrumentation), and two families of one name are an invalid exposition.
+    (logged once, and shown from the next collection by ``spanmeter_deferred_metric_info``):
+    the other scope's series count the same calls (``gen_ai.*`` metrics of an official
+    instrumentation), and two families of one name are an invalid exposition.
     """
 
-    def __init__(self):
+    def __init__(self, state: State | None = None):
         self._lock = threading.Lock()
+        self._state = state
         self.deferred: dict[str, str] = {}  # spanmeter's metric name -> the scope exporting that name
 
     def update(self, others: dict[str, str]) -> None:
@@ -190,6 +194,8 @@ class Deferrals:
                 if spec.name in self.deferred:
                     continue
                 self.deferred[spec.name] = scope
+            if self._state is not None:
+                self._state.add_info("deferred", (spec.exposed_name, scope[:_MAX_SCOPE]))
             meaning = ("records the same calls" if spec.family == "genai"
                        else "uses the same name")  # fmt: skip
             _log.info("spanmeter: %s (%s) is exported by the instrumentation scope %r, which %s; spanmeter leaves "
