@@ -435,10 +435,14 @@ class SpanmeterProcessor(SpanProcessor):
         state = self.state
         guard = state.guards["model"]
         model = record.model
+        response_model = record.response_model
+        known = guard.known  # admitted raw names: admit() would only look them up (no count, never OTHER)
+        if model.__class__ is str and model in known and (
+                response_model is None or (response_model.__class__ is str and response_model in known)):  # fmt: skip
+            return self._price(record.provider, model, response_model, tokens, end, attrs)
         model_label = guard.admit(model, state) if model is not None else c.UNKNOWN
         if model_label == OTHER or (model.__class__ is str and len(model) > c.MAX_LABEL_LENGTH):
             return UNPRICED  # past the label's limit, or no model name: no catalogue lookup per new name
-        response_model = record.response_model
         if response_model is not None and guard.admit(response_model, state) == OTHER:
             response_model = None
         return self._price(record.provider, record.model, response_model, tokens, end, attrs)
