@@ -302,15 +302,20 @@ class SpanmeterProcessor(SpanProcessor):
             now = time.monotonic()
             self.state.tick()  # one clock read per round: the last-touched stamp of the series it updates
             deadline = None if budget is None else now + budget
-            entry_of, add = self._entry, reconciler.add
+            read, add = c.read, reconciler.add
             for n in range(len(pending)):  # bounded: producers may keep adding
                 if deadline is not None and n % 256 == 255 and time.monotonic() > deadline:
                     break
                 item = popleft()
                 try:
-                    entry = entry_of(item)
-                    node = entry.node
-                    if node is not None and item[1] == _INFERENCE:
+                    attrs, kind, name, failed, events, start, end, trace_id, span_id, scope, node, content, flags = item
+                    record = read(attrs, kind, failed, name or "")
+                    if failed or events:
+                        record = _with_events(record, failed, events)
+                    # a plain int works as well as TraceFlags (a hand-made SpanContext): no fault over an exemplar
+                    entry = Entry(record, node, scope, trace_id, span_id, start, end, attrs, content,
+                                  flags & _SAMPLED != 0)  # fmt: skip
+                    if node is not None and kind == _INFERENCE:
                         outer = node.inference_above(_attributes)
                         if outer is not None:
                             entry.outers = (outer,)
@@ -350,21 +355,6 @@ class SpanmeterProcessor(SpanProcessor):
             self._fault()
         finally:
             self._drain_lock.release()
-
-    @staticmethod
-    def _entry(item) -> Entry:
-        attrs, kind, name, failed, events, start, end, trace_id, span_id, scope, node, content, flags = item
-        record = c.read(attrs, kind, failed, name or "")
-        if failed and record.error_type == c.ERROR_OTHER:  # OpenInference: the exception event names it
-            exc = c.exception_type(events)
-            if exc is not None:
-                record = record._replace(error_type=c.error_label(exc)[0])
-        if events:
-            signals = c.signals_of(events)
-            if signals:
-                record = record._replace(signals=signals)
-        # a plain int works as well as TraceFlags (a hand-made SpanContext): no fault over an exemplar
-        return Entry(record, node, scope, trace_id, span_id, start, end, attrs, content, flags & _SAMPLED != 0)
 
     def _aggregate(self, e: Entry):
         """Add one released span to the state (its lock is held); an evaluator offer or None."""
@@ -415,13 +405,16 @@ class SpanmeterProcessor(SpanProcessor):
         if attribution is not None and self._awaits_attribution(e, attribution):
             e.held = (duration, priced)  # added when its run has the value (charged up the run now)
             self._held.append((e, time.monotonic()))
-        else:
-            self._add_call_locked(e, duration, priced, attribution)
+        else:  # _add_call_locked, inlined: this runs for every call
+            series = state.add_call_locked(agent, record, tokens, call, duration, record.time_to_first_chunk, priced,
+                                           e.no_usage, attribution)  # fmt: skip
+            if e.sampled:
+                exemplars.keep_call(series, duration if call else None, priced, e.trace_id, e.span_id, end)
         node = e.node
         if node is not None:
             i, o = tokens[0], tokens[1]
             femto = priced[0] if priced is not None and priced is not UNPRICED else None
-            ancestry.charge_call(node, (i or 0) + (o or 0), femto, count=call)
+            ancestry.charge_call(node, (i or 0) + (o or 0), femto, call)
         drops = record.drops
         if drops or drop is not None:
             self._drops(drops, drop)
@@ -650,6 +643,20 @@ def _main_agent(node, record):
     """The main agent of a call or tool no run names (its run's agent was None): the span's
     ``gen_ai.main_agent.name`` when no run encloses it, else None (a workflow's call)."""
     return record.main_agent if node is None or node.run_above() is None else None
+
+
+def _with_events(record, failed: bool, events):
+    """A failed span's error type from its exception event (OpenInference names it there), and
+    the evaluation and decision signals of its events."""
+    if failed and record.error_type == c.ERROR_OTHER:
+        exc = c.exception_type(events)
+        if exc is not None:
+            record = record._replace(error_type=c.error_label(exc)[0])
+    if events:
+        signals = c.signals_of(events)
+        if signals:
+            record = record._replace(signals=signals)
+    return record
 
 
 def _femto(priced):
