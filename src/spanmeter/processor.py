@@ -152,9 +152,11 @@ class SpanmeterProcessor(SpanProcessor):
             attrs = _attributes(span)
             op = attrs.get(_OPERATION_NAME)  # conventions.kind_of, inlined for its common case
             kind = _OPERATION_KINDS.get(op) if op.__class__ is str else c.kind_of(attrs, span.name)
-            parent = span.parent
+            try:  # the SDK span's fields behind its properties (as in on_end)
+                parent, span_id = span._parent, span._context.span_id
+            except AttributeError:  # another Span implementation: its public properties
+                parent, span_id = span.parent, span.context.span_id
             opened = self._open
-            span_id = span.context.span_id
             # Every span gets a node: many frameworks say what a span is only when it ends.
             opened[span_id] = Node(span, span_id, opened.get(parent.span_id) if parent is not None else None,
                                    kind, attrs)  # fmt: skip
@@ -169,7 +171,12 @@ class SpanmeterProcessor(SpanProcessor):
         if self._stopped:
             return
         try:
-            context = span.context
+            try:  # the SDK span's fields behind its properties: ~0.1 us less a span (benchmarks/overhead.py)
+                context, status, scope = span._context, span._status, span._instrumentation_scope
+                start, end = span._start_time, span._end_time
+            except AttributeError:  # another ReadableSpan implementation: its public properties
+                context, status, scope = span.context, span.status, span.instrumentation_scope
+                start, end = span.start_time, span.end_time
             node = self._open.pop(context.span_id, None)
             attrs = _attributes(span)
             op = attrs.get(_OPERATION_NAME)
@@ -187,18 +194,22 @@ class SpanmeterProcessor(SpanProcessor):
                 name = span.name  # run and tool names may come from it
             if node is not None and (node.kind is None or kind in _RUNS):
                 node.type(kind, attrs, name or "")  # what it is and its name, from its final attributes
-            if len(self._pending) >= self._max_backlog:
+            pending = self._pending
+            if len(pending) >= self._max_backlog:
                 self._shed_one()
                 return
-            failed = span.status.status_code is _ERROR
-            scope = span.instrumentation_scope
+            failed = status.status_code is _ERROR
             # Only the frozen attribute dict and a few numbers wait, not the span: keeping
             # whole spans alive was measured to double the cost through the allocator and GC.
             content_span = span if kind == _AGENT and self._reads_content() else None
-            self._enqueue((attrs, kind, name, failed, events_of(span), span.start_time,
-                           span.end_time, context.trace_id, context.span_id,
-                           scope.name if scope is not None else None, node, content_span,
-                           context.trace_flags))  # fmt: skip
+            # _enqueue, inlined: one frame less for every GenAI span
+            pending.append((attrs, kind, name, failed, events_of(span), start, end, context.trace_id, context.span_id,
+                            scope.name if scope is not None else None, node, content_span,
+                            context.trace_flags))  # fmt: skip
+            if self._thread is None:
+                self._start_thread()
+            if len(pending) % WAKE_AT == 0:
+                self._wake.set()
         except Exception:  # deliberate: instrumentation must never break the app
             self._fault()
 
