@@ -1,6 +1,6 @@
 """spanmeter's cost, measured side by side in one process; prints a table.
 
-    python benchmarks/overhead.py            # all sections, ~2 minutes (1 min 38 s to 1 min 45 s on a busy 2-core machine)
+    python benchmarks/overhead.py            # all sections, ~2 minutes (1 min 38 s to 1 min 55 s on a busy 2-core machine)
     python benchmarks/overhead.py --quick    # fewer rounds and spans, ~20 seconds
 
 1. Per inference span created and ended under an open agent-run span, medians of paired

@@ -136,7 +136,11 @@ def agent_of(node: Node | None, attributes_of=None):
     if node is None:
         return None
     run = node.run_above(attributes_of)
-    if run is None or run.is_workflow:
+    if run is None:
+        return None
+    if run.named and run.kind == _AGENT:  # the common case, without is_workflow's call: a named run is no workflow
+        return run.name
+    if run.is_workflow:
         return None
     if not run.named and run.span is not None and not run.ended and attributes_of is not None:
         run.rename(*c.run_name(attributes_of(run.span), run.kind or c.KIND_AGENT, getattr(run.span, "name", "")))

@@ -41,6 +41,7 @@ from collections import deque
 from spanmeter import conventions as c
 
 _INFERENCE = c.KIND_INFERENCE
+_TOKENS = c.TOKENS
 _NO_TOKENS = (None, None, None, None, None)
 #: Roles of a released entry besides a plain span.
 LATE_USAGE = 1  # usage (and cost) of a call aggregated earlier; ``target`` is that call
@@ -166,7 +167,7 @@ class Reconciler:
                   and not record.awaits_usage and entry.span_id not in self._enclosing):  # fmt: skip
                 # one scope and nothing waiting before it: no rule applies, and release()
                 # would hand it out at once (_settle's plain case, inlined)
-                tokens = entry.tokens = record.tokens
+                tokens = entry.tokens = record[_TOKENS]  # record.tokens, without the property's call
                 if tokens[0] is None and tokens[1] is None:
                     entry.no_usage = 1
                 self._passed.append(entry)
