@@ -269,6 +269,14 @@ SPLIT = {"gen_ai.usage.text.input_tokens": 1000, "gen_ai.usage.image.input_token
          "gen_ai.response.finish_reasons": ("stop",)}  # fmt: skip
 
 
+def _assert_split_counted(s):
+    """SPLIT's 1,150 of the call's 1,200 input tokens by modality, the other 50 unknown."""
+    usage = "gen_ai_client_inference_usage_input_tokens_total"
+    assert s.total(usage, gen_ai_token_modality="text") == 1000
+    assert s.total(usage, gen_ai_token_modality="image") == 150
+    assert s.total(usage, gen_ai_token_modality="unknown") == 50
+
+
 def test_the_usage_span_of_a_stream_brings_its_modality_split_and_finish_reasons(meter, scrape):
     tracer = meter.tracer_provider.get_tracer("logfire.openai")
     root = _start(tracer, "handler", {})
@@ -278,10 +286,7 @@ def test_the_usage_span_of_a_stream_brings_its_modality_split_and_finish_reasons
     log.end(end_time=T0 + 500 * MS)
     root.end(end_time=T0 + 600 * MS)
     s = scrape()
-    usage = "gen_ai_client_inference_usage_input_tokens_total"
-    assert s.total(usage, gen_ai_token_modality="text") == 1000
-    assert s.total(usage, gen_ai_token_modality="image") == 150
-    assert s.total(usage, gen_ai_token_modality="unknown") == 50
+    _assert_split_counted(s)
     assert s.total("model_finish_reasons_total", finish_reason="stop") == 1
 
 
@@ -294,8 +299,5 @@ def test_usage_that_comes_after_its_call_was_counted_keeps_its_modality_split(me
                  at=T0 + 9**9)  # fmt: skip
     log.end(end_time=T0 + 9**9)
     s = scrape()
-    usage = "gen_ai_client_inference_usage_input_tokens_total"
-    assert s.total(usage, gen_ai_token_modality="text") == 1000
-    assert s.total(usage, gen_ai_token_modality="image") == 150
-    assert s.total(usage, gen_ai_token_modality="unknown") == 50
+    _assert_split_counted(s)
     assert s.total("model_inference_calls_total") == 1

@@ -13,7 +13,8 @@ few numbers (a deque append). Nothing else runs there, and nothing there waits f
 that aggregation holds: when ``max_backlog`` ended spans wait, new ones are shed and
 counted in ``spanmeter_spans_shed_total{reason="backlog"}`` (the application is never
 blocked instead). The bound is checked without a lock, so threads ending spans at the same
-instant may each add one more: at most ``max_backlog`` plus one per such thread wait. Whole ended spans are never queued, nor kept by their ancestry node
+instant may each add one more: at most ``max_backlog`` plus one per such thread wait. Whole
+ended spans are never queued, nor kept by their ancestry node
 (:meth:`spanmeter.ancestry.Node.end`): keeping them alive until a batch ran was measured to
 double the total cost, through the allocator and the garbage collector.
 Neither method ever raises into the application: a broad catch counts the error in
@@ -36,8 +37,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -221,13 +222,13 @@ class SpanmeterProcessor(SpanProcessor):
         if self._stopped:
             return
         try:
+            if len(self._pending) >= self._max_backlog:
+                self._shed_one()
+                return
             opened = self._open
             node = Node(None, next(_SPANLESS_IDS), opened.get(parent_id) if parent_id is not None else None,
                         _INFERENCE)  # fmt: skip
             node.end()
-            if len(self._pending) >= self._max_backlog:
-                self._shed_one()
-                return
             # no trace to link to: trace id 0 and unsampled flags (no exemplar)
             self._enqueue((attrs, _INFERENCE, None, failed, None, start, end, 0, node.span_id, scope, node, None, 0))
         except Exception:  # deliberate: instrumentation must never break the app
